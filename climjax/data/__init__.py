@@ -1,0 +1,1 @@
+"""Everything from files to batches: numpy/xarray only, no JAX."""

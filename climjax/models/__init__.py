@@ -1,0 +1,1 @@
+"""flax.linen modules: the supervised CNNs (cnn.py) and the detector (detector.py)."""
