@@ -25,6 +25,7 @@ class Topology:
   data_index / data_count: which shard of every split this rank reads.
   reduce_grads: called inside the jitted step on the gradient pytree.
   allreduce_sum: sums a host numpy array over the ranks that evaluate.
+  barrier: waits for every rank (e.g. while the chief builds the dataset).
   """
 
   strategy: str = "single"
@@ -35,6 +36,7 @@ class Topology:
   data_count: int = 1
   reduce_grads: Callable = _identity
   allreduce_sum: Callable[[np.ndarray], np.ndarray] = _identity
+  barrier: Callable[[], None] = lambda: None
 
 
 def setup(parallel_config) -> Topology:
