@@ -1,0 +1,1 @@
+"""Training: state, pure steps, optimizers, the training loops."""

@@ -1,0 +1,60 @@
+"""Pure train and eval steps for the patch classifiers.
+
+Bound with `functools.partial` and compiled once with `jax.jit(donate_argnums=0)`.
+Parallelism enters only through `reduce_grads` (identity in one process, an
+MPI all-reduce under synchronous data parallelism).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from climjax import losses
+from climjax.training.state import TrainState
+
+
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    apply_fn: Callable,
+    tx: optax.GradientTransformation,
+    reduce_grads: Callable = lambda g: g,
+) -> tuple[TrainState, dict]:
+  def loss_fn(params):
+    logits = apply_fn({"params": params}, batch["patch"], train=True)
+    return losses.softmax_cross_entropy(logits=logits, labels=batch["label"])
+
+  (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = reduce_grads(grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+      "loss": loss,
+      "accuracy": parts["accuracy"],
+      "grad_norm": optax.tree.norm(grads),
+      "update_norm": optax.tree.norm(updates),
+      "param_norm": optax.tree.norm(params),
+  }
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params, batch: dict, *, apply_fn: Callable) -> dict:
+  """Sums over the real (mask = 1) examples of a padded batch."""
+  logits = apply_fn({"params": params}, batch["patch"], train=False)
+  mask = batch["mask"]
+  xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  predicted = jnp.argmax(logits, -1)
+  return {
+      "correct": jnp.sum((predicted == batch["label"]) * mask),
+      "loss_sum": jnp.sum(xent * mask),
+      "count": jnp.sum(mask),
+      # Confusion counts for the positive class (label 1 = event).
+      "true_positive": jnp.sum((predicted == 1) * (batch["label"] == 1) * mask),
+      "false_positive": jnp.sum((predicted == 1) * (batch["label"] == 0) * mask),
+      "false_negative": jnp.sum((predicted == 0) * (batch["label"] == 1) * mask),
+  }

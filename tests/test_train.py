@@ -1,0 +1,84 @@
+"""The TC classifier end to end on the tiny config: trains, checkpoints, resumes, improves."""
+
+import json
+import os
+
+import pytest
+
+from climjax.training import train, validate
+from configs import tc
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _config(data_dir, **train_overrides):
+  config = tc.get_config("tiny")
+  config.data.data_dir = data_dir
+  config.platform.allocator = "system"
+  config.train.update(train_overrides)
+  return config
+
+
+def _lines(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_trains_checkpoints_resumes_and_improves(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  # A first run stopped early (as if killed after its step-40 checkpoint).
+  first = train.train_and_evaluate(_config(data_dir, steps=40), workdir)
+  assert first["steps"] == 40 and first["resumed_from_step"] == 0
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "40"]
+
+  # The same command with more steps continues from step 40, not from zero.
+  summary = train.train_and_evaluate(_config(data_dir, steps=120), workdir)
+  assert summary["resumed_from_step"] == 40 and summary["steps"] == 120
+  assert summary["train_step_compilations"] == 1  # no recompilation after the first step
+  # Better than chance on held-out patches (the tiny run is seconds long).
+  assert summary["test_accuracy"] > 0.75, summary
+  assert summary["train_accuracy"] > 0.75, summary
+
+  on_disk = json.load(open(os.path.join(workdir, "summary.json")))
+  for key in ("test_accuracy", "train_accuracy", "steps", "examples_per_second", "wall_seconds"):
+    assert key in on_disk
+  logged = [r["step"] for r in _lines(os.path.join(workdir, "metrics.jsonl")) if "loss" in r]
+  assert logged == sorted(set(logged)) and logged[-1] == 120  # one entry per step, none twice
+  assert os.path.exists(os.path.join(workdir, "eval", "accuracy.md"))
+  assert os.path.exists(os.path.join(workdir, "plots", "curves.png"))
+  assert json.load(open(os.path.join(workdir, "config.json")))["task"] == "tc"
+
+
+def test_a_finished_run_rerun_does_not_train_again(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(_config(data_dir, steps=20), workdir)
+  again = train.train_and_evaluate(_config(data_dir, steps=20), workdir)
+  assert again["resumed_from_step"] == 20 and again["steps"] == 20
+
+
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
+    ("train.batch_size", -4, "train.batch_size must be a positive integer"),
+    ("train.steps", 0, "train.steps must be a positive integer"),
+    ("model.name", "resnet", "model.name must be one of"),
+    ("optimizer.name", "lion", "optimizer.name must be one of"),
+    ("parallel.strategy", "async", "parallel.strategy must be one of"),
+  ],
+)
+def test_bad_config_values_name_the_field(data_dir, tmp_path, field, value, message):
+  config = _config(data_dir)
+  section, key = field.split(".")
+  config[section][key] = value
+  with pytest.raises(validate.ConfigError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_unwritable_workdir_is_a_config_error(data_dir, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(validate.ConfigError, match="--workdir"):
+    train.train_and_evaluate(_config(data_dir), str(blocker / "run"))
