@@ -1,0 +1,55 @@
+"""The launcher: config overrides work, and bad input ends in one line naming the field."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, cwd):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, "launch", "main.py"), *args],
+      cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("--config.train.batch_size=-4", "train.batch_size"),
+        ("--config.model.name=resnet", "model.name"),
+        ("--config.platform.threads=-1", "platform.threads"),
+    ],
+)
+def test_bad_values_exit_with_one_line_naming_the_field(tmp_path, override, field):
+  result = _run(f"--config={REPO}/configs/tc.py:tiny", override, f"--workdir={tmp_path}/run", cwd=tmp_path)
+  assert result.returncode == 2, result.stderr
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("climjax: error:") and field in lines[0], result.stderr
+
+
+def test_unwritable_workdir_is_one_line(tmp_path):
+  (tmp_path / "file").write_text("x")
+  result = _run(f"--config={REPO}/configs/tc.py:tiny", f"--workdir={tmp_path}/file/run", cwd=tmp_path)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "--workdir" in result.stderr
+
+
+def test_overrides_reach_the_run(tmp_path):
+  result = _run(
+      f"--config={REPO}/configs/tc.py:tiny",
+      "--config.train.steps=12",
+      "--config.train.log_every=4",
+      f"--config.data.data_dir={tmp_path}/tfds",
+      f"--workdir={tmp_path}/run",
+      cwd=tmp_path,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  summary = json.load(open(tmp_path / "run" / "summary.json"))
+  assert summary["steps"] == 12
+  assert "step 12/12" in result.stdout
