@@ -1,0 +1,194 @@
+"""Builds a climjax tfds dataset (array_record) from synthetic data, netCDF or ExtremeWeather files.
+
+  python launch/build_dataset.py --task=tc --source=synthetic --data_dir=runs/tfds
+  python launch/build_dataset.py --task=tc --source=netcdf --input='cam5/*.nc' \\
+      --variables_map=msl:PSL,tcw:TMQ --data_dir=runs/tfds
+  python launch/build_dataset.py --task=detection --source=extremeweather \\
+      --input='climo_*.h5' --data_dir=runs/tfds
+  python launch/build_dataset.py --task=detection --source=synthetic --height=768 --width=1152 \\
+      --num_train=8 --num_test=2
+
+Tasks: tc, ar, wf (the classifier patches, `climate_patches`) and detection
+(whole 16-channel snapshots with boxes, `extreme_weather`). Sizes and seed
+default to those of the experiment config (configs/<task>.py, configs/semisup.py
+for detection; `--config_arg=tiny` picks its tiny variant), so the dataset built
+here is the one `launch/main.py` with that config trains on; the command to do
+that is printed at the end. For netCDF and ExtremeWeather input, --num_train
+and --num_test cap the examples per split and --test_fraction sets the share
+of the snapshots (the last ones) held out for testing.
+
+Progress goes to stdout. A problem with the input ends the run with one line,
+`climjax: error: <file>: variable <name>: <what>`, and exit status 2. tfds
+writes into an `incomplete.*` directory that is renamed only when every split
+is written, so a failed build leaves no partial dataset and never touches a
+dataset built before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import sys
+import time
+
+# configs/ lives beside climjax/ at the repository root, not inside the package.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+  sys.path.insert(0, REPO_ROOT)
+
+TASKS = ("tc", "ar", "wf", "detection")
+SOURCES = ("synthetic", "netcdf", "extremeweather")
+CONFIG_MODULES = {
+  "tc": "configs.tc",
+  "ar": "configs.ar",
+  "wf": "configs.wf",
+  "detection": "configs.semisup",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+    description="Build a climjax tfds dataset.",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  parser.add_argument("--task", required=True, choices=TASKS)
+  parser.add_argument("--source", default="synthetic", choices=SOURCES)
+  parser.add_argument("--input", default="", help="netCDF / ExtremeWeather file, directory or glob")
+  parser.add_argument(
+    "--data_dir", default=None, help="where datasets go (config default: runs/tfds)"
+  )
+  parser.add_argument(
+    "--variables_map", default="", help="names in the files -> CAM5 names, e.g. msl:PSL,tcw:TMQ"
+  )
+  parser.add_argument(
+    "--box_order", default="", choices=("", "yxyx", "xxyy"), help="ExtremeWeather box columns"
+  )
+  parser.add_argument(
+    "--test_fraction", type=float, default=None, help="share of snapshots held out"
+  )
+  parser.add_argument("--num_train", type=int, default=None, help="examples (synthetic) or cap")
+  parser.add_argument("--num_test", type=int, default=None, help="examples (synthetic) or cap")
+  parser.add_argument("--seed", type=int, default=None)
+  parser.add_argument("--height", type=int, default=None, help="detection, synthetic: grid rows")
+  parser.add_argument("--width", type=int, default=None, help="detection, synthetic: grid columns")
+  parser.add_argument("--max_boxes", type=int, default=None, help="detection: boxes per image")
+  parser.add_argument("--config_arg", default=None, help="size of the config: default, tiny, paper")
+  return parser.parse_args(argv)
+
+
+def data_config(args: argparse.Namespace):
+  """(config, its `data` block with the command line's choices on top, the block's own fields)."""
+  config = importlib.import_module(CONFIG_MODULES[args.task]).get_config(args.config_arg)
+  data = config.data
+  own_fields = set(data.keys())  # what the experiment config itself defines
+  data.unlock()
+  overrides = {
+    "source": args.source,
+    "input": args.input,
+    "variables_map": args.variables_map,
+    "box_order": args.box_order,
+    "test_fraction": args.test_fraction,
+    "num_train": args.num_train,
+    "num_test": args.num_test,
+    "seed": args.seed,
+    "data_dir": args.data_dir,
+    "height": args.height,
+    "width": args.width,
+    "max_boxes": args.max_boxes,
+  }
+  for key, value in overrides.items():
+    if value is not None and (value != "" or key in data):
+      data[key] = value
+  if "data_dir" not in data:
+    from climjax.data import tfds_builders
+
+    data["data_dir"] = tfds_builders.DEFAULT_DATA_DIR
+  return config, data, own_fields
+
+
+def train_command(args: argparse.Namespace, data) -> str:
+  """The launch/main.py command line that trains on this dataset."""
+  config = f"configs/{'semisup' if args.task == 'detection' else args.task}.py"
+  if args.config_arg:
+    config += f":{args.config_arg}"
+  parts = ["python", "launch/main.py", f"--config={config}"]
+  for key in ("source", "input", "data_dir", "num_train", "num_test", "seed", "variables_map",
+              "box_order", "test_fraction", "height", "width", "max_boxes"):  # fmt: skip
+    if key in data and getattr(args, key, None) not in (None, ""):
+      value = data[key]
+      if key in ("input", "data_dir"):  # the dataset is named after the absolute input path
+        value = os.path.abspath(os.path.expanduser(value))
+      parts.append(f"--config.data.{key}={value}")
+  return " ".join(shlex.quote(p) for p in parts)
+
+
+def describe(source, task: str) -> str:
+  """'N patches, P positive' or 'N snapshots, B boxes' (boxes only where they are cheap to count)."""
+  import numpy as np
+
+  from climjax.data import tfds_builders
+
+  n = len(source)
+  decoded = isinstance(source, tfds_builders.DecodedSource)
+  if task != "detection":
+    labels = source.arrays["label"] if decoded else [source[i]["label"] for i in range(n)]
+    return f"{n} patches, {int(np.sum(labels))} positive"
+  # Counting boxes of undecoded snapshots would read every image again.
+  return f"{n} snapshots" + (f", {int(source.arrays['mask'].sum())} boxes" if decoded else "")
+
+
+def build(args: argparse.Namespace) -> dict:
+  """Builds (or finds) the dataset; returns a summary of what is there."""
+  from climjax.data import tfds_builders
+
+  _, data, own_fields = data_config(args)
+  if args.task == "detection":
+    builder, key = tfds_builders.detection_builder(data), "image"
+  else:
+    builder, key = tfds_builders.patches_builder(data, args.task), "patch"
+  path = str(builder.data_dir)
+  print(f"[climjax] building {builder.name}/{builder.builder_config.name} in {path}", flush=True)
+  t0 = time.time()
+  sources, _ = tfds_builders.prepare(builder, key=key)
+  summary = {"path": path, "seconds": time.time() - t0, "splits": {}}
+  for split, source in sources.items():
+    summary["splits"][split] = describe(source, args.task)
+  summary["train_command"] = train_command(args, data)
+  summary["missing_fields"] = [
+    k
+    for k in ("variables_map", "box_order", "test_fraction")
+    if getattr(args, k) not in (None, "") and k not in own_fields
+  ]
+  return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parse_args(argv)
+  # tfds logs every custom config at WARNING; our progress lines say what matters.
+  from absl import logging
+
+  logging.set_verbosity(logging.ERROR)
+  from climjax.data.errors import DataError
+
+  try:
+    summary = build(args)
+  except (DataError, ValueError) as e:
+    print(f"climjax: error: {e}", file=sys.stderr)
+    return 2
+  for split, described in summary["splits"].items():
+    print(f"[climjax] {split}: {described}")
+  print(f"[climjax] dataset in {summary['path']} ({summary['seconds']:.0f} s)")
+  print(f"[climjax] train on it with: {summary['train_command']}")
+  if summary["missing_fields"]:
+    fields = ", ".join(f"data.{k}" for k in summary["missing_fields"])
+    print(
+      f"[climjax] note: the experiment config has no {fields}; add the field(s) to it to "
+      "train on this dataset, which they help name"
+    )
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,116 @@
+"""launch/build_dataset.py end to end: builds, one-line errors, and failed builds that leave no trace."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from climjax.data import landsea, netcdf, synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NLAT, NLON, STEPS = 96, 144, 8
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+  """CAM5 netCDF files: one with PSL as `pmsl` (needs a variables map), one with a bad step."""
+  root = tmp_path_factory.mktemp("netcdf")
+  ds, _ = synthetic.generate_fields(STEPS, seed=2, nlat=NLAT, nlon=NLON)
+  # LANDFRAC as CAM5 writes it, so the AR heuristics need not build a land mask.
+  land = landsea.land_fraction(ds["lat"].values, ds["lon"].values)
+  ds["LANDFRAC"] = (("time", "lat", "lon"), np.broadcast_to(land, ds["PSL"].shape).copy())
+  netcdf.write_cam5_netcdf(ds.rename({"PSL": "pmsl"}), root / "renamed.nc")
+  broken = ds.copy(deep=True)
+  broken["PRECT"].values[-1] = np.nan  # read only when the test split is written
+  netcdf.write_cam5_netcdf(broken, root / "broken.nc")
+  return root
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+  env = {**os.environ, "PYTHONPATH": REPO}
+  return subprocess.run(
+    [sys.executable, os.path.join(REPO, "launch", "build_dataset.py"), *args],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=REPO,
+    timeout=300,
+  )
+
+
+def _files(root) -> dict[str, str]:
+  """Every file under root -> its sha1."""
+  out = {}
+  for base, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(base, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = hashlib.sha1(f.read()).hexdigest()
+  return out
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert result.returncode == 2, result.stderr
+  assert len(lines) == 1 and lines[0].startswith("climjax: error: "), result.stderr
+  return lines[0]
+
+
+def test_failed_builds_say_which_file_and_variable_and_leave_the_data_dir_as_it_was(
+  tmp_path, inputs
+):
+  data_dir = str(tmp_path / "tfds")
+  built = _run(
+    "--task=tc", "--source=synthetic", "--config_arg=tiny", "--num_train=64", "--num_test=32",
+    f"--data_dir={data_dir}",
+  )  # fmt: skip
+  assert built.returncode == 0, built.stderr
+  assert "[climjax] train: 64 patches" in built.stdout
+  assert (
+    "--config=configs/tc.py:tiny" in built.stdout and "--config.data.num_train=64" in built.stdout
+  )
+  before = _files(data_dir)
+  assert any(path.endswith("stats.json") for path in before)
+
+  # PSL under another name and no variables map: fails before anything is written.
+  missing = _run(
+    "--task=tc", "--source=netcdf", f"--input={inputs / 'renamed.nc'}", f"--data_dir={data_dir}"
+  )
+  line = _one_error_line(missing)
+  assert f"{inputs / 'renamed.nc'}: variable PSL: not found" in line and "variables_map" in line
+  # A bad time step in the test split: fails after the train split was written.
+  broken = _run(
+    "--task=detection",
+    "--source=netcdf",
+    f"--input={inputs / 'broken.nc'}",
+    f"--data_dir={data_dir}",
+  )
+  line = _one_error_line(broken)
+  assert f"{inputs / 'broken.nc'}: variable PRECT: time step {STEPS - 1} is all NaN" in line
+  assert "[climjax] detection train: snapshot" in broken.stdout  # it got that far
+
+  # The earlier dataset is byte for byte what it was, and the failures left no files.
+  assert _files(data_dir) == before
+
+
+def test_detection_from_netcdf_with_a_variables_map(tmp_path, inputs):
+  args = (
+    "--task=detection",
+    "--source=netcdf",
+    f"--input={inputs / 'renamed.nc'}",
+    f"--data_dir={tmp_path}",
+  )
+  refused = _run(*args)
+  assert "renamed.nc: variable PSL: not found" in _one_error_line(refused)
+  assert "variables_map" in refused.stderr  # the fix is named
+
+  built = _run(*args, "--variables_map=pmsl:PSL", "--test_fraction=0.25")
+  assert built.returncode == 0, built.stderr
+  assert (
+    "[climjax] train: 6 snapshots" in built.stdout and "[climjax] test: 2 snapshots" in built.stdout
+  )
+  assert "--config.data.variables_map=pmsl:PSL" in built.stdout
+  assert "note: the experiment config has no data.variables_map" in built.stdout
