@@ -158,6 +158,7 @@ def save(stats: dict, path: str | os.PathLike) -> None:
     with os.fdopen(fd, "w") as f:
       json.dump(data, f, indent=1)
       f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a shared dataset's stats must be readable
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)
