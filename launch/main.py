@@ -49,7 +49,9 @@ def main(argv: list[str]) -> None:
     _fail("--config is required, e.g. --config=configs/tc.py")
   workdir = _WORKDIR.value or os.path.join("runs", config.get("name", "run"))
   try:
-    platform_info = platform.apply(config.platform, argv=sys.argv)
+    # orig_argv keeps interpreter options such as `-m mpi4py`, so the re-executed
+    # process (tcmalloc preload) still aborts every rank when one fails.
+    platform_info = platform.apply(config.platform, argv=sys.orig_argv[1:])
   except ValueError as e:
     _fail(str(e))
   trainer = config.get("trainer", "classifier")

@@ -69,12 +69,16 @@ def normalizer(stats: dict):
 
 def prepare_data(config, topology: parallel.Topology):
   """Builds the task's dataset (the chief first, the others wait) -> (sources, stats)."""
-  builder = tfds_builders.patches_builder(config.data, config.task)
   if topology.is_chief:
-    sources, stats = tfds_builders.prepare(builder, key="patch")
+    sources, stats = tfds_builders.prepare(
+        tfds_builders.patches_builder(config.data, config.task), key="patch"
+    )
   topology.barrier()
   if not topology.is_chief:
-    sources, stats = tfds_builders.prepare(builder, key="patch")
+    # Only now: a builder made before the chief finished would see no splits.
+    sources, stats = tfds_builders.prepare(
+        tfds_builders.patches_builder(config.data, config.task), key="patch"
+    )
   return sources, stats
 
 
@@ -181,6 +185,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   )
   eval_fn = jax.jit(functools.partial(steps.eval_step, apply_fn=model.apply))
 
+  # Strong scaling: train.batch_size is the global batch; weak: it is per rank.
+  global_batch = topology.global_batch(config.train.batch_size)
   batches = pipeline_train_batches(config, topology, sources["train"], start_step, transform)
 
   # ---- train ------------------------------------------------------------------
@@ -188,30 +194,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   window_t, window_steps = time.time(), 0
   step = start_step
   for step in range(start_step + 1, total_steps + 1):
-    batch = next(batches)
-    delay = config.parallel.get("straggler_delay", 0.0)
-    if delay and topology.rank == config.parallel.get("straggler_rank", -1):
-      time.sleep(delay)
+    batch = next(batches)  # a straggler's delay is injected inside the step (reduce_grads)
     t0 = time.time()
     state, train_metrics = train_fn(state, batch)
     if step == start_step + 1 or step % config.train.log_every == 0 or step == total_steps:
       train_metrics = jax.device_get(train_metrics)  # waits for the step
       metrics_lib.check_finite(step, float(train_metrics["loss"]), f"{config.task} train split")
     if step > start_step + 1:  # the first step compiles; don't time it
-      timed_examples += config.train.batch_size
+      timed_examples += global_batch
       timed_seconds += time.time() - t0
     window_steps += 1
     if step % config.train.log_every == 0 or step == total_steps:
       jax.block_until_ready(state)
       now = time.time()
-      rate = window_steps * config.train.batch_size / max(now - window_t, 1e-9)
+      rate = window_steps * global_batch / max(now - window_t, 1e-9)
       writer.write_scalars(
           step, {**train_metrics, "examples_per_second": rate, "wall_time": now - t_start}
       )
       log(
           f"[climjax] step {step}/{total_steps} loss {train_metrics['loss']:.4f} "
           f"acc {train_metrics['accuracy']:.3f} {rate:,.0f} ex/s "
-          f"eta {_format_seconds((total_steps - step) * config.train.batch_size / rate)}"
+          f"eta {_format_seconds((total_steps - step) * global_batch / rate)}"
       )
       window_t, window_steps = now, 0
     if step % config.train.checkpoint_every == 0 or step == total_steps:
@@ -263,7 +266,7 @@ def pipeline_train_batches(config, topology, source, start_step: int, transform)
   return pipeline.train_batches(
       source,
       keys=("patch", "label"),
-      global_batch_size=config.train.batch_size,
+      global_batch_size=topology.global_batch(config.train.batch_size),
       shard_index=topology.data_index,
       shard_count=topology.data_count,
       seed=config.data.seed,
