@@ -39,8 +39,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   validate.one_of(config, "model.name", cnn.MODELS)
   validate.one_of(config, "model.conv_impl", ("xla", "fast"))
   validate.one_of(config, "data.source", ("synthetic", "netcdf", "extremeweather"))
-  validate.positive_int(config, "data.num_train")
-  validate.positive_int(config, "data.num_test")
+  # For file sources 0 means "every example the files hold".
+  from_files = config.data.source != "synthetic"
+  validate.positive_int(config, "data.num_train", allow_zero=from_files)
+  validate.positive_int(config, "data.num_test", allow_zero=from_files)
   validate.positive_int(config, "train.eval_batch_size")
 
 
