@@ -3,8 +3,9 @@
 Every model builds its convolutions from these so that one config field
 (`model.conv_impl`) chooses between XLA's own kernels ("xla") and climjax's
 matmul-based CPU kernels ("fast", see `climjax/ops/`). Parameters have the same
-names, shapes and initialisers as `flax.linen.Conv` (kernel HWIO, bias), so a
-checkpoint does not depend on the implementation.
+names, shapes and initialisers as `flax.linen.Conv` and
+`flax.linen.ConvTranspose` (kernel HWIO, bias), so a checkpoint does not depend
+on the implementation.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from climjax import ops
+
 IMPLS = ("xla", "fast")
+_DN = ("NHWC", "HWIO", "NHWC")
 
 
 def check_impl(impl: str) -> None:
@@ -23,14 +27,25 @@ def check_impl(impl: str) -> None:
     raise ValueError(f"model.conv_impl must be one of {IMPLS}, got {impl!r}")
 
 
-def conv2d(x, kernel, strides, padding: str, impl: str):
+def conv2d(
+  x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int], padding: str, impl: str
+) -> jnp.ndarray:
   """NHWC x HWIO -> NHWC convolution by the chosen implementation."""
   check_impl(impl)
   if impl == "xla":
-    return jax.lax.conv_general_dilated(
-        x, kernel, tuple(strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-  raise ValueError("conv_impl='fast' needs climjax.ops (not yet available)")
+    return jax.lax.conv_general_dilated(x, kernel, tuple(strides), padding, dimension_numbers=_DN)
+  return ops.conv2d(x, kernel, tuple(strides), padding)
+
+
+def conv_transpose2d(
+  x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int], padding: str, impl: str
+) -> jnp.ndarray:
+  """NHWC x HWIO -> NHWC transposed convolution, as `flax.linen.ConvTranspose` computes it
+  (`lax.conv_transpose`, kernel not flipped, I = input channels)."""
+  check_impl(impl)
+  if impl == "xla":
+    return jax.lax.conv_transpose(x, kernel, tuple(strides), padding, dimension_numbers=_DN)
+  return ops.conv_transpose2d(x, kernel, tuple(strides), padding)
 
 
 class Conv(nn.Module):
@@ -45,12 +60,37 @@ class Conv(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     kernel = self.param(
-        "kernel",
-        nn.initializers.lecun_normal(),
-        (*self.kernel_size, x.shape[-1], self.features),
+      "kernel",
+      nn.initializers.lecun_normal(),
+      (*self.kernel_size, x.shape[-1], self.features),
     )
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     y = conv2d(x, kernel, self.strides, self.padding, self.impl)
+    return y + bias
+
+
+class ConvTranspose(nn.Module):
+  """2-D transposed convolution with the parameters of `flax.linen.ConvTranspose`.
+
+  Kernel (KH, KW, in_features, features) initialised lecun_normal, bias zeros;
+  "SAME" padding gives an output `strides` times the input's size.
+  """
+
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = (1, 1)
+  padding: str = "SAME"
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param(
+      "kernel",
+      nn.initializers.lecun_normal(),
+      (*self.kernel_size, x.shape[-1], self.features),
+    )
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    y = conv_transpose2d(x, kernel, self.strides, self.padding, self.impl)
     return y + bias
 
 
@@ -58,4 +98,6 @@ def max_pool(x: jnp.ndarray, window: Sequence[int], impl: str = "xla") -> jnp.nd
   """Non-overlapping max pooling (stride = window), 'VALID' padding."""
   check_impl(impl)
   window = tuple(window)
-  return nn.max_pool(x, window, strides=window, padding="VALID")
+  if impl == "xla":
+    return nn.max_pool(x, window, strides=window, padding="VALID")
+  return ops.max_pool2d(x, window)

@@ -1,0 +1,277 @@
+"""Figures a run leaves in `workdir/plots/`: training curves, maps with boxes, reconstructions.
+
+Everything draws with matplotlib's Agg backend into PNG files, so it works on a
+cluster node without a display. Functions take numpy arrays and paths, return
+the path written, and import nothing from JAX.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import patches  # noqa: E402
+
+from climjax.data.variables import CLASS_NAMES  # noqa: E402
+from climjax.evaluation.detection import pixel_to_degrees  # noqa: E402
+
+PathLike = str | os.PathLike
+
+# One colour per event class (TD, TC, ETC, AR, WF), readable on the viridis fields.
+CLASS_COLOURS = ("#ffffff", "#ff2d2d", "#ffb000", "#00e5ff", "#d062ff")
+
+
+def read_metrics(metrics_jsonl: PathLike, *, x_key: str = "step") -> dict[str, tuple]:
+  """Numeric series in a metrics.jsonl: {key: (steps, values)}, sorted by step.
+
+  Lines without `x_key`, blank lines and non-numeric values (strings, lists) are
+  skipped, so eval records logged at other steps or with other keys mix freely
+  with training records.
+  """
+  series: dict[str, list[tuple[float, float]]] = {}
+  with open(metrics_jsonl) as f:
+    for line_number, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{metrics_jsonl}:{line_number}: not a JSON object ({e})") from None
+      if not isinstance(record, dict) or x_key not in record:
+        continue
+      step = record[x_key]
+      for key, value in record.items():
+        if key == x_key or isinstance(value, bool) or not isinstance(value, int | float):
+          continue
+        series.setdefault(key, []).append((float(step), float(value)))
+  out = {}
+  for key, points in series.items():
+    points.sort(key=lambda p: p[0])
+    steps, values = zip(*points, strict=True)
+    out[key] = (np.asarray(steps), np.asarray(values))
+  return out
+
+
+def plot_curves(
+  metrics_jsonl: PathLike,
+  out_png: PathLike,
+  *,
+  keys: Sequence[str] | None = None,
+  x_key: str = "step",
+  title: str | None = None,
+) -> str:
+  """One panel per numeric key of a metrics.jsonl against `x_key`, into `out_png`.
+
+  `keys` picks and orders the panels (default: every numeric key in the order it
+  first appears). A panel whose values are all positive and span more than two
+  decades is drawn on a log axis, which is what loss curves usually need.
+  """
+  series = read_metrics(metrics_jsonl, x_key=x_key)
+  if keys is None:
+    keys = list(series)
+  missing = [k for k in keys if k not in series]
+  if missing:
+    raise KeyError(f"{metrics_jsonl}: no numeric values for {missing}; it has {sorted(series)}")
+  if not keys:
+    raise ValueError(f"{metrics_jsonl}: no numeric series with a {x_key!r} field to plot")
+  ncols = min(3, len(keys))
+  nrows = math.ceil(len(keys) / ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
+  for ax, key in zip(axes.flat, keys, strict=False):
+    steps, values = series[key]
+    finite = np.isfinite(values)
+    ax.plot(steps, values, lw=1.2, marker="." if len(steps) < 30 else None)
+    positive = values[finite]
+    if positive.size and positive.min() > 0 and positive.max() / positive.min() > 100:
+      ax.set_yscale("log")
+    ax.set_title(key, fontsize=9)
+    ax.set_xlabel(x_key, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+  for ax in list(axes.flat)[len(keys) :]:
+    ax.set_visible(False)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  return _save(fig, out_png)
+
+
+def _save(fig, out_png: PathLike) -> str:
+  out_png = os.fspath(out_png)
+  os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+  fig.savefig(out_png, dpi=110)
+  plt.close(fig)
+  return out_png
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+  """Cell edges of a 1-D coordinate of regularly spaced cell centres."""
+  centres = np.asarray(centres, dtype=np.float64)
+  if centres.size == 1:
+    return np.array([centres[0] - 0.5, centres[0] + 0.5])
+  mid = 0.5 * (centres[1:] + centres[:-1])
+  return np.concatenate([[2 * centres[0] - mid[0]], mid, [2 * centres[-1] - mid[-1]]])
+
+
+def _image(ax, field, lats, lons, **kwargs):
+  # imshow draws a regular grid several times faster than pcolormesh; rows are
+  # latitude ascending, so the origin is at the bottom.
+  lat_edges, lon_edges = _edges(lats), _edges(lons)
+  return ax.imshow(
+    field,
+    origin="lower",
+    extent=(lon_edges[0], lon_edges[-1], lat_edges[0], lat_edges[-1]),
+    aspect="auto",
+    interpolation="nearest",
+    **kwargs,
+  )
+
+
+def _land_fraction(lats: np.ndarray, lons: np.ndarray) -> np.ndarray | None:
+  """The land fraction on this grid, or None when climjax has no land-sea mask yet."""
+  try:
+    from climjax.data import landsea
+  except ImportError:
+    return None
+  fn = getattr(landsea, "land_fraction", None)
+  if fn is None:
+    return None
+  return np.asarray(fn(np.asarray(lats), np.asarray(lons)), dtype=np.float32)
+
+
+def _draw_boxes(ax, boxes, labels, lats, lons, *, linestyle, scores=None, class_names=CLASS_NAMES):
+  boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+  labels = np.asarray(labels).reshape(-1)
+  for i, (box, label) in enumerate(zip(boxes, labels, strict=True)):
+    (lat0, lat1), (lon0, lon1) = pixel_to_degrees(box[[0, 2]], box[[1, 3]], lats, lons)
+    colour = CLASS_COLOURS[int(label) % len(CLASS_COLOURS)]
+    ax.add_patch(
+      patches.Rectangle(
+        (lon0, lat0),
+        lon1 - lon0,
+        lat1 - lat0,
+        fill=False,
+        edgecolor=colour,
+        lw=1.3,
+        linestyle=linestyle,
+      )
+    )
+    name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
+    text = name if scores is None else f"{name} {float(scores[i]):.2f}"
+    ax.text(lon0, lat1, text, color=colour, fontsize=6, va="bottom", ha="left")
+
+
+def plot_detections(
+  field: np.ndarray,
+  out_png: PathLike,
+  *,
+  lats: np.ndarray,
+  lons: np.ndarray,
+  true_boxes: np.ndarray,
+  true_labels: np.ndarray,
+  pred_boxes: np.ndarray,
+  pred_labels: np.ndarray,
+  pred_scores: np.ndarray | None = None,
+  field_name: str = "",
+  title: str | None = None,
+  class_names: Sequence[str] = CLASS_NAMES,
+) -> str:
+  """A (lat, lon) field on a map with true boxes (solid) and predicted boxes (dashed).
+
+  Boxes are pixel (ymin, xmin, ymax, xmax) on the field's grid; they are placed
+  in degrees through `lats` / `lons` (`evaluation.detection.pixel_to_degrees`;
+  latitude ascending, so north is up). Where
+  `climjax.data.landsea.land_fraction` exists its 0.5 contour stands in for
+  coastlines, which are not available offline.
+  """
+  field = np.asarray(field, dtype=np.float32)
+  if field.ndim != 2 or field.shape != (len(lats), len(lons)):
+    raise ValueError(
+      f"plot_detections: field must be (lat, lon) = {(len(lats), len(lons))}, got {field.shape}"
+    )
+  aspect = len(lons) / max(len(lats), 1)
+  fig, ax = plt.subplots(figsize=(min(12.0, 3.2 * aspect + 1.5), 3.6))
+  mesh = _image(ax, field, lats, lons, cmap="viridis")
+  fig.colorbar(mesh, ax=ax, fraction=0.03, pad=0.02, label=field_name)
+  land = _land_fraction(lats, lons)
+  if land is not None and np.nanmin(land) < 0.5 < np.nanmax(land):
+    ax.contour(lons, lats, land, levels=[0.5], colors="k", linewidths=0.6)
+  _draw_boxes(ax, true_boxes, true_labels, lats, lons, linestyle="-", class_names=class_names)
+  _draw_boxes(
+    ax,
+    pred_boxes,
+    pred_labels,
+    lats,
+    lons,
+    linestyle="--",
+    scores=pred_scores,
+    class_names=class_names,
+  )
+  ax.set_xlim(_edges(lons)[[0, -1]])
+  ax.set_ylim(_edges(lats)[[0, -1]])
+  ax.set_xlabel("longitude (°E)")
+  ax.set_ylabel("latitude (°N)")
+  ax.set_title(title or "solid: ground truth, dashed: predicted", fontsize=9)
+  fig.tight_layout()
+  return _save(fig, out_png)
+
+
+def plot_reconstruction(
+  inputs: np.ndarray,
+  reconstruction: np.ndarray,
+  out_png: PathLike,
+  *,
+  channel_names: Sequence[str],
+  channels: Sequence[int] | None = None,
+  lats: np.ndarray | None = None,
+  lons: np.ndarray | None = None,
+) -> str:
+  """Input, reconstruction and their difference, one row per chosen channel.
+
+  `inputs` and `reconstruction` are (lat, lon, channel); input and
+  reconstruction share a colour scale so a washed-out reconstruction shows.
+  """
+  inputs = np.asarray(inputs, dtype=np.float32)
+  reconstruction = np.asarray(reconstruction, dtype=np.float32)
+  if inputs.shape != reconstruction.shape or inputs.ndim != 3:
+    raise ValueError(
+      f"plot_reconstruction: inputs {inputs.shape} and reconstruction "
+      f"{reconstruction.shape} must be the same (lat, lon, channel) shape"
+    )
+  if len(channel_names) != inputs.shape[-1]:
+    raise ValueError(
+      f"plot_reconstruction: {len(channel_names)} channel names for {inputs.shape[-1]} channels"
+    )
+  channels = list(range(min(4, inputs.shape[-1]))) if channels is None else list(channels)
+  lats = np.arange(inputs.shape[0]) if lats is None else np.asarray(lats)
+  lons = np.arange(inputs.shape[1]) if lons is None else np.asarray(lons)
+  aspect = inputs.shape[1] / inputs.shape[0]
+  fig, axes = plt.subplots(
+    len(channels), 3, figsize=(3 * 2.2 * aspect + 1.0, 2.3 * len(channels)), squeeze=False
+  )
+  for row, c in zip(axes, channels, strict=True):
+    x, r = inputs[..., c], reconstruction[..., c]
+    lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+    err = r - x
+    vmax = float(np.nanmax(np.abs(err))) or 1.0
+    panels = [
+      (x, "viridis", lo, hi, "input"),
+      (r, "viridis", lo, hi, "reconstruction"),
+      (err, "RdBu_r", -vmax, vmax, "reconstruction - input"),
+    ]
+    for ax, (data, cmap, vmin, vmax_, label) in zip(row, panels, strict=True):
+      mesh = _image(ax, data, lats, lons, cmap=cmap, vmin=vmin, vmax=vmax_)
+      fig.colorbar(mesh, ax=ax, fraction=0.04, pad=0.02)
+      ax.set_title(f"{channel_names[c]}: {label}", fontsize=8)
+      ax.tick_params(labelsize=6)
+  fig.tight_layout()
+  return _save(fig, out_png)
