@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           "prefetch": 4,  # batches read ahead
       }
   )
-  config.model = ml_collections.ConfigDict({"name": "tc_cnn", "conv_impl": "xla"})
+  config.model = ml_collections.ConfigDict({"name": "tc_cnn", "conv_impl": "fast"})
   config.optimizer = common.optimizer_config(learning_rate=2e-3, warmup_steps=50)
   config.train = ml_collections.ConfigDict(
       {
