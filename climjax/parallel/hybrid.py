@@ -196,7 +196,9 @@ def _train_and_evaluate(
   writer = metrics_lib.MetricWriter(
     os.path.join(workdir, "metrics.jsonl"), resume_step=resumed_from, enabled=chief
   )
-  batches = pipeline_batches(config, topology, sources["train"], group.start_step, transform)
+  batches = train_lib.pipeline_train_batches(
+    config, topology, sources["train"], group.start_step, transform
+  )
   eval_every = config.train.eval_every
   next_eval = (resumed_from // eval_every + 1) * eval_every if eval_every else None
   own_group = group_topology(topology, layout)
@@ -306,7 +308,7 @@ def _train_and_evaluate(
     summary["examples_per_second"] = float(sum(hybrid_stats["examples_per_second_by_group"]))
     summary["wall_seconds"] = time.time() - t_start
     train_lib.write_eval_tables(workdir, results)
-    _plot_curves(workdir)
+    train_lib._plot_curves(workdir)
     train_lib.write_json(os.path.join(workdir, "summary.json"), summary)
     log(
       f"[climjax] {summary['steps']} updates, staleness mean {summary['staleness_mean']:.2f} "
@@ -314,30 +316,3 @@ def _train_and_evaluate(
     )
     log(f"[climjax] wrote {os.path.join(workdir, 'summary.json')}")
   return summary
-
-
-def pipeline_batches(config, topology: parallel.Topology, source, start_step: int, transform):
-  """This worker's slice of every global batch, from the group's step `start_step` on."""
-  from climjax.data import pipeline
-
-  return pipeline.train_batches(
-    source,
-    keys=("patch", "label"),
-    global_batch_size=topology.global_batch(config.train.batch_size),
-    shard_index=topology.data_index,
-    shard_count=topology.data_count,
-    seed=config.data.seed,
-    start_step=start_step,
-    transform=transform,
-    num_threads=config.data.num_threads,
-    prefetch=config.data.prefetch,
-  )
-
-
-def _plot_curves(workdir: str) -> None:
-  from climjax import plots
-
-  os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
-  plots.plot_curves(
-    os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "plots", "curves.png")
-  )
