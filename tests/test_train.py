@@ -38,6 +38,10 @@ def test_trains_checkpoints_resumes_and_improves(data_dir, tmp_path):
   summary = train.train_and_evaluate(_config(data_dir, steps=120), workdir)
   assert summary["resumed_from_step"] == 40 and summary["steps"] == 120
   assert summary["train_step_compilations"] == 1  # no recompilation after the first step
+  # FLOPs from XLA's cost analysis agree with the analytic conv+matmul count
+  # (XLA also counts elementwise work, so it is a little higher).
+  assert 1.0 <= summary["flops_per_example"] / summary["analytic_flops_per_example"] < 1.3
+  assert summary["gflops_per_second"] > 0
   # Better than chance on held-out patches (the tiny run is seconds long).
   assert summary["test_accuracy"] > 0.75, summary
   assert summary["train_accuracy"] > 0.75, summary

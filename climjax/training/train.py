@@ -189,6 +189,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Strong scaling: train.batch_size is the global batch; weak: it is per rank.
   global_batch = topology.global_batch(config.train.batch_size)
+  flops_per_example, analytic_per_example = step_flops(
+      train_fn, state, sample.shape, topology.per_rank_batch(config.train.batch_size)
+  )
+  log(
+      f"[climjax] train step: {flops_per_example / 1e6:.2f} MFLOP per example "
+      f"(XLA cost analysis; analytic conv+matmul count {analytic_per_example / 1e6:.2f})"
+  )
   batches = pipeline_train_batches(config, topology, sources["train"], start_step, transform)
 
   # ---- train ------------------------------------------------------------------
@@ -211,7 +218,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       now = time.time()
       rate = window_steps * global_batch / max(now - window_t, 1e-9)
       writer.write_scalars(
-          step, {**train_metrics, "examples_per_second": rate, "wall_time": now - t_start}
+          step,
+          {
+              **train_metrics,
+              "examples_per_second": rate,
+              "gflops_per_second": rate * flops_per_example / 1e9,
+              "wall_time": now - t_start,
+          },
       )
       log(
           f"[climjax] step {step}/{total_steps} loss {train_metrics['loss']:.4f} "
@@ -248,6 +261,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "steps": int(step),
       "resumed_from_step": int(start_step),
       "examples_per_second": timed_examples / timed_seconds if timed_seconds else None,
+      "flops_per_example": flops_per_example,
+      "analytic_flops_per_example": analytic_per_example,
+      "gflops_per_second": (
+          timed_examples * flops_per_example / timed_seconds / 1e9 if timed_seconds else None
+      ),
       "train_seconds": train_seconds,
       "wall_seconds": time.time() - t_start,
       "num_parameters": n_params,
@@ -262,6 +280,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log(f"[climjax] wrote {os.path.join(workdir, 'summary.json')}")
   manager.close()
   return summary
+
+
+def step_flops(train_fn, state, example_shape, local_batch: int) -> tuple[float, float]:
+  """(XLA's, analytic) FLOPs of one train step per example, from abstract shapes.
+
+  XLA's count comes from the cost analysis of the compiled step (it includes
+  elementwise work); the analytic one counts only convolutions and matrix
+  products, as a cross-check.
+  """
+  from climjax.ops import flops
+
+  abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  batch = {
+      "patch": jax.ShapeDtypeStruct((local_batch, *example_shape), np.float32),
+      "label": jax.ShapeDtypeStruct((local_batch,), np.int32),
+  }
+  xla = flops.xla_flops(train_fn, abstract_state, batch)
+  analytic = flops.analytic_flops(train_fn, abstract_state, batch)
+  return (xla if xla is not None else analytic) / local_batch, analytic / local_batch
 
 
 def pipeline_train_batches(config, topology, source, start_step: int, transform):
