@@ -128,8 +128,8 @@ def test_label_sweep():
     train_detector.validate_config(config)
 
 
-@pytest.mark.parametrize("temporal", ["keep"])
-def test_3d_network_trains_on_windows_of_fields(tmp_path, temporal):
+@pytest.mark.parametrize("temporal, images_per_window", [("pool", 1), ("keep", 2)])
+def test_3d_network_trains_on_windows_of_fields(tmp_path, temporal, images_per_window):
   config = semisup.get_config("tiny")
   config.model.time_steps = 2
   config.model.temporal = temporal
@@ -140,8 +140,8 @@ def test_3d_network_trains_on_windows_of_fields(tmp_path, temporal):
   summary = train_detector.train_and_evaluate(config, str(tmp_path))
   assert summary["steps"] == 2 and math.isfinite(summary["reconstruction_mse"])
   with xr.open_dataset(tmp_path / "predictions.nc") as ds:
-    # "keep" predicts boxes for both fields of each window.
-    assert ds.sizes["time"] == 3 * 2
+    # "pool" predicts the last field of each window, "keep" both fields.
+    assert ds.sizes["time"] == 3 * images_per_window
 
 
 def test_windows_view():
