@@ -5,15 +5,13 @@ One run of the sweep (get_sweep() lists all six as dotted overrides):
   python launch/main.py --config=configs/semisup_labels.py --workdir=runs/semisup_labels/labelled0.1_lambda0 \\
       --config.data.labelled_fraction=0.1 --config.loss.reconstruction_weight=0
 
-All six, one after another (each is one embedded-demo run, <= 15 min on 2 cores):
+All six, one after another, with the table in runs/semisup_labels/grid.md
+(rerunning the command finishes an interrupted grid):
 
-  for f in 1.0 0.25 0.1; do for w in 10 0; do
-    python launch/main.py --config=configs/semisup_labels.py --workdir=runs/semisup_labels/labelled${f}_lambda${w} \\
-        --config.data.labelled_fraction=$f --config.loss.reconstruction_weight=$w
-  done; done
+  python launch/grid.py --config=configs/semisup_labels.py --workdir=runs/semisup_labels
 
 (`launch/sweep.py` is the hyper-parameter search of the classifiers; this grid
-is not a search and does not go through it.) The base run is the embedded demo of configs/semisup.py. The sweep trains it
+is not a search.) The base run is the embedded demo of configs/semisup.py. The sweep trains it
 with labels on 100%, 25% and 10% of the training fields, each with the
 reconstruction loss on (lambda = 10, the original code's value: unlabelled
 fields train the encoder through the decoder) and off (lambda = 0: the

@@ -59,7 +59,9 @@ METHODS = ("cnn", "lr", "knn", "svm", "rf")
 # ---- the config file: search space and sweep settings -----------------------------
 
 
-def load_config_module(config_file: str):
+def load_config_module(
+  config_file: str, required: tuple[str, ...] = ("get_config", "get_sweep", "get_search_space")
+):
   """(module, arg) for 'path/to/config.py[:arg]', the syntax of --config."""
   path, _, arg = config_file.partition(":")
   if not os.path.exists(path):
@@ -68,7 +70,7 @@ def load_config_module(config_file: str):
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  for function in ("get_config", "get_sweep", "get_search_space"):
+  for function in required:
     if not hasattr(module, function):
       raise ConfigError(f"--config={config_file}: the file defines no {function}()")
   return module, arg or None
