@@ -28,6 +28,25 @@ TCMALLOC_CANDIDATES = (
 _REEXEC_MARK = "CLIMJAX_PLATFORM_APPLIED"
 
 
+# XLA's CPU backend hands single convolutions to YNNPACK unless this flag's list
+# leaves out "individual_convolution" (jaxlib 0.10.2 includes it by default).
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+
+
+def ynn_convolutions() -> bool:
+  """Whether XLA will run plain convolutions through YNNPACK in this process.
+
+  climjax.ops picks its convolution formulations by this: YNNPACK's direct
+  convolution is fast forward on narrow inputs but its weight gradient is slow,
+  while XLA's own (Eigen) convolutions make good stride-1 pieces.
+  """
+  value = None
+  for flag in os.environ.get("XLA_FLAGS", "").split():
+    if flag.startswith(YNN_FLAG + "="):
+      value = flag.split("=", 1)[1]
+  return value is None or "individual_convolution" in value.split(",")
+
+
 def tcmalloc_path() -> str | None:
   for path in TCMALLOC_CANDIDATES:
     if os.path.exists(path):

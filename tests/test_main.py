@@ -53,3 +53,22 @@ def test_overrides_reach_the_run(tmp_path):
   summary = json.load(open(tmp_path / "run" / "summary.json"))
   assert summary["steps"] == 12
   assert "step 12/12" in result.stdout
+  # The platform default reaches XLA before JAX starts (printed by the launcher).
+  assert "--xla_cpu_experimental_ynn_fusion_type=individual_dot" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "xla_flags,expected",
+    [
+        ("", True),  # jaxlib's default hands convolutions to YNNPACK
+        ("--xla_cpu_experimental_ynn_fusion_type=individual_dot", False),
+        ("--xla_cpu_experimental_ynn_fusion_type=", False),
+        ("--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution", True),
+        ("--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_experimental_ynn_fusion_type=individual_convolution", True),
+    ],
+)
+def test_ynn_convolutions_reads_the_last_flag(monkeypatch, xla_flags, expected):
+  from climjax import platform
+
+  monkeypatch.setenv("XLA_FLAGS", xla_flags)
+  assert platform.ynn_convolutions() is expected

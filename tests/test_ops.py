@@ -19,6 +19,8 @@ DN = ("NHWC", "HWIO", "NHWC")
 # here); "matmul" forces the matrix-product kernels, so the custom_vjp wiring
 # is checked with both on every geometry.
 MATMUL = (conv_ops.forward_im2col, conv_ops.input_grad_col2im, conv_ops.weight_grad_im2col)
+# "phases": the gradients split by stride phase into stride-1 XLA convolutions.
+PHASES = (conv_ops.forward_xla, conv_ops.input_grad_phases, conv_ops.weight_grad_phases)
 
 
 def _use(formulation, monkeypatch):
@@ -26,8 +28,8 @@ def _use(formulation, monkeypatch):
     # Transposed convolutions: the products over offsets on the unflipped
     # kernel, which the heuristics keep for kernels over 64 MB.
     monkeypatch.setattr(conv_ops, "_FLIP_BYTES", 0)
-  if formulation == "matmul":
-    fwd, dx, dw = MATMUL
+  if formulation in ("matmul", "phases"):
+    fwd, dx, dw = MATMUL if formulation == "matmul" else PHASES
     monkeypatch.setattr(conv_ops, "_choose_forward", lambda *a: fwd)
     monkeypatch.setattr(conv_ops, "_choose_input_grad", lambda *a: dx)
     monkeypatch.setattr(conv_ops, "_choose_weight_grad", lambda *a: dw)
@@ -75,6 +77,10 @@ CONV_CASES = [
   ("matmul", 3, 1, "SAME", (7, 8)),
   ("matmul", 3, 2, "SAME", (9, 7)),
   ("matmul", 12, 1, "SAME", (16, 13)),
+  ("phases", 5, 2, "SAME", (12, 9)),
+  ("phases", 5, 2, "VALID", (13, 12)),
+  ("phases", 3, 2, "SAME", (9, 7)),
+  ("phases", 5, 3, "SAME", (11, 10)),
   ("auto", 5, 2, "SAME", (12, 9)),
   ("auto", 12, 1, "VALID", (15, 14)),
 ]
@@ -96,29 +102,40 @@ def test_conv2d_matches_xla(monkeypatch, formulation, kernel, stride, padding, h
 @pytest.mark.parametrize(
   "kernel,stride,padding,hw", [(5, 2, "SAME", (12, 9)), (3, 1, "VALID", (7, 8))]
 )
-def test_weight_grad_offsets_matches_im2col(kernel, stride, padding, hw):
-  # The per-offset formulation of the weight gradient (an alternative kept for
-  # launch/bench_ops.py), against the im2col one checked above.
+def test_weight_grad_formulations_match_im2col(kernel, stride, padding, hw):
+  # The per-offset formulation of the weight gradient and the stride phases
+  # with matrix-product pieces (alternatives kept for launch/bench_ops.py),
+  # against the im2col one checked above.
   x = _normal(0, (2, *hw, 3))
   geo = conv_ops.conv_geometry(hw, (kernel, kernel), (stride, stride), padding)
   dy = _normal(1, (2, *geo.out_hw, 4))
   shape = (kernel, kernel, 3, 4)
-  both = jax.jit(
+  every = jax.jit(
     lambda x, dy: (
-      conv_ops.weight_grad_offsets(x, dy, geo, shape),
       conv_ops.weight_grad_im2col(x, dy, geo, shape),
+      conv_ops.weight_grad_offsets(x, dy, geo, shape),
+      conv_ops.weight_grad_phases(x, dy, geo, shape, conv_ops.weight_grad_offsets),
     )
   )
-  _assert_close(*both(x, dy))
+  want, *others = every(x, dy)
+  for got in others:
+    _assert_close(got, want)
 
 
-def test_conv2d_wide_channels_take_matmul_path():
-  # Channel counts at which the heuristics choose the matrix products.
+def test_conv2d_wide_channels_choice_follows_ynnpack(monkeypatch):
+  # Channel counts at which the heuristics leave XLA's convolutions: matrix
+  # products when YNNPACK runs convolutions, stride phases when XLA does.
   x = _normal(0, (1, 10, 10, 128))
   w = _normal(1, (5, 5, 128, 128), 0.02)
   geo = conv_ops.conv_geometry((10, 10), (5, 5), (2, 2), "SAME")
   assert conv_ops._choose_forward(geo, 1, 128, 128) is conv_ops.forward_im2col
+  monkeypatch.setattr(conv_ops.platform, "ynn_convolutions", lambda: True)
   assert conv_ops._choose_weight_grad(geo, 1, 128, 128) is conv_ops.weight_grad_im2col
+  assert conv_ops._choose_input_grad(geo, 1, 128, 128) is conv_ops.input_grad_col2im
+  monkeypatch.setattr(conv_ops.platform, "ynn_convolutions", lambda: False)
+  assert conv_ops._choose_weight_grad(geo, 1, 128, 128) is conv_ops.weight_grad_phases
+  assert conv_ops._choose_input_grad(geo, 1, 128, 128) is conv_ops.input_grad_phases
+  assert conv_ops._choose_weight_grad(geo, 1, 8, 8) is conv_ops.weight_grad_xla
   _check_values_and_grads(
     lambda x, w: ops.conv2d(x, w, (2, 2), "SAME"),
     lambda x, w: lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=DN),
@@ -131,6 +148,9 @@ CONV_TRANSPOSE_CASES = [
   ("matmul", 5, 2, "SAME", (6, 5)),
   ("matmul", 5, 2, "VALID", (5, 6)),
   ("matmul", 3, 2, "SAME", (4, 7)),
+  ("phases", 5, 2, "SAME", (6, 5)),
+  ("phases", 5, 2, "VALID", (5, 6)),
+  ("phases", 3, 2, "SAME", (4, 7)),
   ("auto", 5, 2, "SAME", (6, 5)),
   ("batched", 5, 2, "SAME", (6, 5)),
   ("batched", 5, 2, "VALID", (5, 6)),

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from climjax import platform
+
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -215,6 +217,56 @@ def input_grad_col2im(dout: jnp.ndarray, v: jnp.ndarray, geo: Geometry) -> jnp.n
   return _col2im(piece, geo, dout.shape[0], c, dout.dtype)
 
 
+def _phase_taps(size: int, kernel: int, stride: int, pad_lo: int, out_size: int, rho: int):
+  """1-D bookkeeping of `input_grad_phases` for the input positions h = rho + stride·t.
+
+  Those positions receive only the kernel taps k ≡ (rho + pad_lo) mod stride,
+  k = r + stride·m, from output o = t + (rho + pad_lo) // stride - m. Returns
+  (r, taps, lo, hi): the first tap, how many there are, and the (low, high)
+  padding of dout that turns the sum into a stride-1 VALID correlation with
+  the taps reversed, for t = 0 .. ceil(size / stride) - 1.
+  """
+  r = (rho + pad_lo) % stride
+  taps = max(0, -(-(kernel - r) // stride))
+  length = -(-size // stride)
+  lo = taps - 1 - (rho + pad_lo) // stride
+  hi = length + taps - 1 - out_size - lo
+  return r, taps, lo, hi
+
+
+def input_grad_phases(dout: jnp.ndarray, v: jnp.ndarray, geo: Geometry) -> jnp.ndarray:
+  """dz one stride phase at a time: s² stride-1 convolutions with sub-kernels.
+
+  The input positions with the same (row mod s, col mod s) receive dout through
+  one sub-kernel v[r::s, q::s] (3x3, 3x2, 2x3 or 2x2 taps for 5x5, stride 2), so
+  each phase is a dense stride-1 convolution of dout -- no dilation zeros, no
+  im2col copy -- and the phases are interleaved by one reshape. Every tap is
+  used once: the FLOPs are those of the forward convolution.
+  """
+  (h, w), (sh, sw), ((pt, _), (pl, _)) = geo.in_hw, geo.strides, geo.pads
+  (kh, kw), (oh, ow) = geo.kernel_hw, geo.out_hw
+  n, c = dout.shape[0], v.shape[2]
+  rows, cols = -(-h // sh), -(-w // sw)
+  zero = jnp.zeros((), dout.dtype)
+  phases = []
+  for p in range(sh):
+    r, taps_h, lo_h, hi_h = _phase_taps(h, kh, sh, pt, oh, p)
+    phase_row = []
+    for q in range(sw):
+      s, taps_w, lo_w, hi_w = _phase_taps(w, kw, sw, pl, ow, q)
+      if taps_h == 0 or taps_w == 0:
+        phase_row.append(jnp.zeros((n, rows, cols, c), dout.dtype))
+        continue
+      u = _flip(v[r::sh, s::sw])  # (taps_h, taps_w, O, C), taps reversed
+      padded = lax.pad(dout, zero, ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
+      phase_row.append(
+        lax.conv_general_dilated(padded, u, (1, 1), "VALID", dimension_numbers=_DN)
+      )
+    phases.append(jnp.stack(phase_row, axis=3))
+  dz = jnp.stack(phases, axis=2).reshape(n, rows * sh, cols * sw, c)
+  return dz[:, :h, :w, :]
+
+
 def weight_grad_xla(z: jnp.ndarray, dout: jnp.ndarray, geo: Geometry, kernel_shape) -> jnp.ndarray:
   v0 = jnp.zeros(kernel_shape, z.dtype)
   _, vjp = jax.vjp(lambda v: forward_xla(z, v, geo), v0)
@@ -235,6 +287,34 @@ def weight_grad_offsets(
   return jnp.stack(rows).reshape(kh, kw, c, o)
 
 
+def weight_grad_phases(
+  z: jnp.ndarray, dout: jnp.ndarray, geo: Geometry, kernel_shape, piece=None
+) -> jnp.ndarray:
+  """dv one stride phase at a time: the taps v[r::s, q::s] only ever see the
+  input phase zp[r::s, q::s], so each block of dv is the weight gradient of a
+  dense stride-1 convolution of that phase (`piece`, by default XLA's)."""
+  kh, kw, c, o = kernel_shape
+  (sh, sw), (oh, ow) = geo.strides, geo.out_hw
+  zp = _pad_input(z, geo)
+  zero = jnp.zeros((), z.dtype)
+  piece = piece or weight_grad_xla
+  dv = jnp.zeros(kernel_shape, z.dtype)
+  for r in range(min(sh, kh)):
+    taps_h = -(-(kh - r) // sh)
+    for q in range(min(sw, kw)):
+      taps_w = -(-(kw - q) // sw)
+      phase = zp[:, r::sh, q::sw, :]
+      need_h, need_w = oh + taps_h - 1, ow + taps_w - 1
+      phase = lax.pad(
+        phase,
+        zero,
+        ((0, 0, 0), (0, need_h - phase.shape[1], 0), (0, need_w - phase.shape[2], 0), (0, 0, 0)),
+      )
+      sub = Geometry((need_h, need_w), (taps_h, taps_w), (1, 1), ((0, 0), (0, 0)))
+      dv = dv.at[r::sh, q::sw].set(piece(phase, dout, sub, (taps_h, taps_w, c, o)))
+  return dv
+
+
 def weight_grad_im2col(
   z: jnp.ndarray, dout: jnp.ndarray, geo: Geometry, kernel_shape
 ) -> jnp.ndarray:
@@ -250,10 +330,17 @@ def weight_grad_im2col(
 
 # --------------------------------------------------------------------------
 # Which formulation runs each piece. The thresholds come from
-# launch/bench_ops.py on the 2-core AVX-512 development machine: matrix
-# products win once both channel counts are wide enough to fill a GEMM tile,
-# XLA's direct convolution wins on narrow channels (the TC/AR/WF classifiers),
-# where an im2col copy costs more memory traffic than the arithmetic it feeds.
+# launch/bench_ops.py on the 2-core AVX-512 development machine: XLA's direct
+# convolution wins on narrow channels (the TC/AR/WF classifiers), where an
+# im2col copy costs more memory traffic than the arithmetic it feeds; on wide
+# channels a strided convolution's gradients are split by stride phase into
+# dense stride-1 convolutions (XLA's own kernels, the platform default) or,
+# when YNNPACK runs XLA's convolutions (whose weight gradient is slow), into
+# matrix products over strided-slice im2col.
+
+
+def _wide(c: int, o: int) -> bool:
+  return c >= 16 and o >= 64
 
 
 def _choose_forward(geo: Geometry, n: int, c: int, o: int):
@@ -264,15 +351,19 @@ def _choose_forward(geo: Geometry, n: int, c: int, o: int):
 
 
 def _choose_input_grad(geo: Geometry, n: int, c: int, o: int):
-  if o >= 64 and c >= 16:
+  if not _wide(c, o):
+    return input_grad_xla
+  if platform.ynn_convolutions():
     return input_grad_col2im
-  return input_grad_xla
+  return input_grad_phases
 
 
 def _choose_weight_grad(geo: Geometry, n: int, c: int, o: int):
-  if c >= 16 and o >= 64:
+  if not _wide(c, o):
+    return weight_grad_xla
+  if platform.ynn_convolutions():
     return weight_grad_im2col
-  return weight_grad_xla
+  return weight_grad_phases
 
 
 def _flip(w: jnp.ndarray) -> jnp.ndarray:
