@@ -16,9 +16,10 @@ channels-last), their ratio, climjax's GFLOP/s (FLOPs counted by
 
 The peak is measured: an FMA loop compiled with the system C compiler, run on
 every core and on one core (times the core count); the peak is the largest of
-those and the nominal cores x clock x FMA width, so the fraction is conservative. Run this with the platform defaults a training run
-uses (tcmalloc preloaded, see the report printed at the end); timings on a
-shared machine are noisy, so both frameworks run interleaved, best of --reps.
+those and the nominal cores x clock x FMA width, so the fraction is conservative.
+The script applies the platform defaults a training run uses (configs/common.py:
+XLA flags, tcmalloc preloaded; `--xla_flags=...` replaces the flags); timings on
+a shared machine are noisy, so both frameworks run interleaved, best of --reps.
 """
 
 from __future__ import annotations
@@ -133,6 +134,18 @@ def measured_fma_peak(threads: int, facts: dict) -> float | None:
 
 # ---------------------------------------------------------------------------
 # Timing.
+
+
+def apply_platform(xla_flags: str | None) -> dict:
+  """The platform settings of a training run (configs/common.py: XLA flags,
+  tcmalloc preloaded by re-executing this script), before JAX starts."""
+  from climjax import platform
+  from configs import common
+
+  config = common.platform_config()
+  if xla_flags is not None:
+    config.xla_flags = xla_flags
+  return platform.apply(config, argv=sys.orig_argv[1:])
 
 
 def best_time(fn, reps: int, warmup: int = 1) -> float:
@@ -318,7 +331,13 @@ def main(argv=None) -> dict:
   parser.add_argument("--tc_batch", type=int, default=256)
   parser.add_argument("--threads", type=int, default=0, help="0 = every core")
   parser.add_argument("--no_torch", action="store_true")
+  parser.add_argument(
+    "--xla_flags",
+    default=None,
+    help="XLA flags (default: the configs' platform.xla_flags, as a training run uses)",
+  )
   args = parser.parse_args(argv)
+  platform_info = apply_platform(args.xla_flags)
 
   threads = args.threads or len(os.sched_getaffinity(0))
   import jax
@@ -328,7 +347,8 @@ def main(argv=None) -> dict:
     "machine": facts,
     "threads": threads,
     "ld_preload": os.environ.get("LD_PRELOAD", ""),
-    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "xla_flags": platform_info["xla_flags"],
+    "allocator": platform_info["allocator"],
     "jax": jax.__version__,
     "nominal_peak_gflops": nominal_peak(facts),
   }

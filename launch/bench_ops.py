@@ -27,6 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from launch.bench import apply_platform  # noqa: E402  (imports no JAX)
+
 WIDTHS = (16, 128, 256, 512, 768, 1024, 1280)
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -78,6 +80,10 @@ def _formulations(kind: str, x_shape, w_shape, strides, padding):
         "dW": lambda x, w, dy: C.weight_grad_im2col(x, dy, geo, w.shape),
       },
       "offsets": {"dW": lambda x, w, dy: C.weight_grad_offsets(x, dy, geo, w.shape)},
+      "phases": {
+        "dX": lambda x, w, dy: C.input_grad_phases(dy, w, geo),
+        "dW": lambda x, w, dy: C.weight_grad_phases(x, dy, geo, w.shape),
+      },
     }
   # A transposed conv is the input gradient of a forward conv (kernel flipped):
   # its forward is col2im or XLA's lhs-dilated conv, its dX a strided conv.
@@ -94,6 +100,10 @@ def _formulations(kind: str, x_shape, w_shape, strides, padding):
       "dW": lambda x, w, dy: C._flip(C.weight_grad_im2col(dy, x, geo, v_shape)),
     },
     "offsets": {"dW": lambda x, w, dy: C._flip(C.weight_grad_offsets(dy, x, geo, v_shape))},
+    "phases": {
+      "fwd": lambda x, w, dy: C.input_grad_phases(x, C._flip(w), geo),
+      "dW": lambda x, w, dy: C._flip(C.weight_grad_phases(dy, x, geo, v_shape)),
+    },
     "batched": {
       "fwd": lambda x, w, dy: C.transpose_forward_batched(x, w, geo),
       "dX": lambda x, w, dy: C.transpose_input_grad_batched(dy, w, geo),
@@ -216,7 +226,13 @@ def main(argv=None) -> None:
   parser.add_argument(
     "--torch", action="store_true", help="also time PyTorch (NCHW, channels-last)"
   )
+  parser.add_argument(
+    "--xla_flags",
+    default=None,
+    help="XLA flags (default: the configs' platform.xla_flags, as a training run uses)",
+  )
   args = parser.parse_args(argv)
+  print(f"platform: {apply_platform(args.xla_flags)}", flush=True)
 
   import jax
   import jax.numpy as jnp

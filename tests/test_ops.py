@@ -133,9 +133,11 @@ def test_conv2d_wide_channels_choice_follows_ynnpack(monkeypatch):
   assert conv_ops._choose_weight_grad(geo, 1, 128, 128) is conv_ops.weight_grad_im2col
   assert conv_ops._choose_input_grad(geo, 1, 128, 128) is conv_ops.input_grad_col2im
   monkeypatch.setattr(conv_ops.platform, "ynn_convolutions", lambda: False)
-  assert conv_ops._choose_weight_grad(geo, 1, 128, 128) is conv_ops.weight_grad_phases
-  assert conv_ops._choose_input_grad(geo, 1, 128, 128) is conv_ops.input_grad_phases
-  assert conv_ops._choose_weight_grad(geo, 1, 8, 8) is conv_ops.weight_grad_xla
+  assert conv_ops._choose_weight_grad(geo, 1, 128, 128) is conv_ops.weight_grad_im2col  # small
+  large = geo.with_in_hw((96, 96))
+  assert conv_ops._choose_weight_grad(large, 1, 128, 128) is conv_ops.weight_grad_phases
+  assert conv_ops._choose_input_grad(large, 1, 128, 128) is conv_ops.input_grad_phases
+  assert conv_ops._choose_weight_grad(large, 1, 8, 8) is conv_ops.weight_grad_xla
   _check_values_and_grads(
     lambda x, w: ops.conv2d(x, w, (2, 2), "SAME"),
     lambda x, w: lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=DN),

@@ -148,6 +148,28 @@ def forward_im2col(z: jnp.ndarray, v: jnp.ndarray, geo: Geometry) -> jnp.ndarray
   return _matmul(cols.reshape(n * oh * ow, k), v.reshape(k, o)).reshape(n, oh, ow, o)
 
 
+def _phase_inputs(zp: jnp.ndarray, geo: Geometry):
+  """[(r, q, taps_h, taps_w, phase)]: the padded input's stride phases, each cut
+  or zero-extended to what its taps v[r::s, q::s] reach in a VALID stride-1
+  convolution with the output's size."""
+  (kh, kw), (sh, sw), (oh, ow) = geo.kernel_hw, geo.strides, geo.out_hw
+  zero = jnp.zeros((), zp.dtype)
+  phases = []
+  for r in range(min(sh, kh)):
+    taps_h = -(-(kh - r) // sh)
+    for q in range(min(sw, kw)):
+      taps_w = -(-(kw - q) // sw)
+      phase = zp[:, r::sh, q::sw, :]
+      need_h, need_w = oh + taps_h - 1, ow + taps_w - 1
+      phase = lax.pad(
+        phase,
+        zero,
+        ((0, 0, 0), (0, need_h - phase.shape[1], 0), (0, need_w - phase.shape[2], 0), (0, 0, 0)),
+      )
+      phases.append((r, q, taps_h, taps_w, phase))
+  return phases
+
+
 def input_grad_xla(dout: jnp.ndarray, v: jnp.ndarray, geo: Geometry) -> jnp.ndarray:
   """dz as XLA computes it under autodiff: a convolution of the dilated dout."""
   sh, sw = geo.strides
@@ -294,24 +316,12 @@ def weight_grad_phases(
   input phase zp[r::s, q::s], so each block of dv is the weight gradient of a
   dense stride-1 convolution of that phase (`piece`, by default XLA's)."""
   kh, kw, c, o = kernel_shape
-  (sh, sw), (oh, ow) = geo.strides, geo.out_hw
-  zp = _pad_input(z, geo)
-  zero = jnp.zeros((), z.dtype)
+  sh, sw = geo.strides
   piece = piece or weight_grad_xla
   dv = jnp.zeros(kernel_shape, z.dtype)
-  for r in range(min(sh, kh)):
-    taps_h = -(-(kh - r) // sh)
-    for q in range(min(sw, kw)):
-      taps_w = -(-(kw - q) // sw)
-      phase = zp[:, r::sh, q::sw, :]
-      need_h, need_w = oh + taps_h - 1, ow + taps_w - 1
-      phase = lax.pad(
-        phase,
-        zero,
-        ((0, 0, 0), (0, need_h - phase.shape[1], 0), (0, need_w - phase.shape[2], 0), (0, 0, 0)),
-      )
-      sub = Geometry((need_h, need_w), (taps_h, taps_w), (1, 1), ((0, 0), (0, 0)))
-      dv = dv.at[r::sh, q::sw].set(piece(phase, dout, sub, (taps_h, taps_w, c, o)))
+  for r, q, taps_h, taps_w, phase in _phase_inputs(_pad_input(z, geo), geo):
+    sub = Geometry(phase.shape[1:3], (taps_h, taps_w), (1, 1), ((0, 0), (0, 0)))
+    dv = dv.at[r::sh, q::sw].set(piece(phase, dout, sub, (taps_h, taps_w, c, o)))
   return dv
 
 
@@ -343,6 +353,13 @@ def _wide(c: int, o: int) -> bool:
   return c >= 16 and o >= 64
 
 
+def _phases_pay(geo: Geometry, n: int) -> bool:
+  """Stride phases beat im2col on large images; below ~64x64 input pixels per
+  example the phases' small convolutions ran at half the im2col products' speed
+  (detector layers at 48x48 and 24x24), and under YNNPACK never."""
+  return n * geo.in_hw[0] * geo.in_hw[1] >= 4096 and not platform.ynn_convolutions()
+
+
 def _choose_forward(geo: Geometry, n: int, c: int, o: int):
   oh, ow = geo.out_hw
   if c >= 128 and o >= 128 and n * oh * ow <= 1024:
@@ -353,17 +370,13 @@ def _choose_forward(geo: Geometry, n: int, c: int, o: int):
 def _choose_input_grad(geo: Geometry, n: int, c: int, o: int):
   if not _wide(c, o):
     return input_grad_xla
-  if platform.ynn_convolutions():
-    return input_grad_col2im
-  return input_grad_phases
+  return input_grad_phases if _phases_pay(geo, n) else input_grad_col2im
 
 
 def _choose_weight_grad(geo: Geometry, n: int, c: int, o: int):
   if not _wide(c, o):
     return weight_grad_xla
-  if platform.ynn_convolutions():
-    return weight_grad_im2col
-  return weight_grad_phases
+  return weight_grad_phases if _phases_pay(geo, n) else weight_grad_im2col
 
 
 def _flip(w: jnp.ndarray) -> jnp.ndarray:
