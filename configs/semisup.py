@@ -26,9 +26,10 @@ all-point AP; per class @0.5: TD 0.35, TC 0.48, ETC 0.79, AR 0.47).
 `:paper` is the paper's network (six layers, filters 128..1280, LeakyReLU
 0.1, 64-px cells, lambda = 10, Adam 1e-4) on the full 768x1152 grid: 132.9M
 parameters (532 MB), 640 GFLOP forward and 1.89 TFLOP forward + backward per
-example. One training step runs on a 24 GiB CPU machine (peak RSS 8.2 GB at
-batch 1, 12.5 GB at batch 2; ~8.4 s per example); its training length is a
-placeholder for a cluster run. (The scaled network of Kurth et al.'s talk,
+example. One training step runs on a 24 GiB CPU machine: peak RSS 4.5 GB at
+batch 1 and 6.1 GB at batch 2 (`python launch/memory.py --width=1152 --batch=2`:
+1.6 GB of parameters and Adam state, 3.3 GB of XLA temporaries; ~15 s per
+example on 2 shared cores); its training length is a placeholder for a cluster run. (The scaled network of Kurth et al.'s talk,
 "9 conv + 5 deconv, ~300 MB", is not this one: at 768x768 its size matches
 `model.width = 0.75`, 74.8M parameters = 299 MB, but the layer counts do not:
 here 6 conv + 3 head convs and 6 transposed convs, the paper's design.)
@@ -103,7 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(
     {
       "steps": {"default": 600, "tiny": 6, "paper": 20_000}[size],
-      # paper: 2 is what fits in 24 GiB on a CPU (12.5 GB peak RSS).
+      # paper: 6.1 GB peak RSS at 768x1152 (launch/memory.py); more fits in 24 GiB.
       "batch_size": {"default": 16, "tiny": 4, "paper": 2}[size],
       "checkpoint_every": {"default": 100, "tiny": 3, "paper": 500}[size],
       "log_every": {"default": 20, "tiny": 2, "paper": 50}[size],
