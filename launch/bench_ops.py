@@ -10,7 +10,7 @@ widths 16 -> 128 -> 256 -> 512 -> 768 -> 1024 -> 1280, and the decoder's six
 `lax.conv_general_dilated` / `lax.conv_transpose` differentiated by JAX; "fast"
 is `climjax.ops` with the formulation its heuristics choose; `--formulations`
 adds a column per formulation of each piece (XLA convolution, im2col / col2im
-matrix product, per-offset matrix products) so the heuristics can be re-checked
+matrix product, per-offset matrix products, stride phases) so the heuristics can be re-checked
 on another machine. Each piece is compiled alone (XLA removes the rest of the
 backward pass as dead code) and timed best-of-`--reps`, the contenders
 interleaved so that load from other processes hits them alike.

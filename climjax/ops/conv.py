@@ -12,10 +12,19 @@ and three pieces that any convolution or its gradient is made of:
 
 `conv2d` is (forward; input, weight) and `conv_transpose2d` is
 (input; forward, weight) of the same geometry with the kernel flipped, so both
-directions share one set of kernels. Each piece has an XLA formulation and a
-matrix-product formulation (im2col / col2im from strided slices, never
-`conv_general_dilated_patches`, which is itself a slow convolution);
-`_choose_*` pick per shape what `launch/bench_ops.py` measured to be faster.
+directions share one set of kernels. Each piece has an XLA formulation and
+others built from large dense operations:
+
+  im2col / col2im   matrix products over strided-slice patches (never
+                    `conv_general_dilated_patches`, itself a slow convolution)
+  stride phases     a stride-s gradient split into s² dense stride-1
+                    convolutions, one per (row mod s, col mod s) phase with its
+                    sub-kernel v[r::s, q::s]: no dilation zeros, no im2col copy
+
+`_choose_*` pick per shape what `launch/bench_ops.py` measured to be faster,
+and follow whether XLA hands convolutions to YNNPACK (`climjax.platform`):
+climjax turns that off by default, because XLA's own stride-1 convolutions make
+the phases twice as fast as YNNPACK's weight gradient on the detector's layers.
 Transposed convolutions with kernels over 64 MB skip the flip and run as
 batched products over kernel offsets (see `_FLIP_BYTES`).
 
