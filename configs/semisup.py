@@ -18,10 +18,10 @@ took mAP@0.5 from 0.16 to 0.41 at 300 steps (measured on these data). The
 convolutions are climjax's matrix-product CPU kernels ("fast"): with XLA's
 own, the transposed convolutions' weight gradient makes a step ~12x slower.
 
-Measured on the development machine (2 cores shared with other jobs, load
-average 3-8), 2026-11-27: 13 min wall (643 s of CPU) for the whole run,
-peak RSS 7.7 GB; held-out mAP@0.5 = 0.52 and mAP@0.1 = 0.72 (standard VOC
-all-point AP; per class @0.5: TD 0.35, TC 0.48, ETC 0.79, AR 0.47).
+Measured from a fresh clone on the quiet 2-core development machine,
+2026-11-27: 6 min 05 s wall for the whole run, peak RSS 7.9 GB; held-out
+mAP@0.5 = 0.528 and mAP@0.1 = 0.721 (standard VOC all-point AP; per class
+@0.5: TD 0.33, TC 0.50, ETC 0.80, AR 0.47).
 
 `:paper` is the paper's network (six layers, filters 128..1280, LeakyReLU
 0.1, 64-px cells, lambda = 10, Adam 1e-4) on the full 768x1152 grid: 132.9M
