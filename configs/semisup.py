@@ -55,10 +55,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict(
     {
+      # "synthetic", or fields from files: "extremeweather" (the released
+      # climo_YYYY.h5 with their boxes) or "netcdf" (CAM5 output, boxes from the
+      # TECA-style heuristics); data.height x data.width must then be the files' grid.
       "source": "synthetic",
+      "input": "",  # file sources: a path, directory or glob
+      "variables_map": "",  # netcdf: other names for CAM5 variables, e.g. "msl:PSL"
+      "box_order": "",  # extremeweather boxes: "yxyx" | "xxyy" | "" (detect)
+      "test_fraction": 0.2,  # file sources: the last fraction of times is the test split
+      "data_dir": "runs/tfds",  # file sources: where the tfds dataset is built
       "height": {"default": 192, "tiny": 64, "paper": 768}[size],
       "width": {"default": 288, "tiny": 96, "paper": 1152}[size],
       "channels": EXTREMEWEATHER_CHANNELS,
+      # File sources: at most this many snapshots of each split (0 = all).
       "num_train": {"default": 640, "tiny": 16, "paper": 1460}[size],
       "num_test": {"default": 160, "tiny": 8, "paper": 365}[size],
       # More than the released files' 15, so no planted event goes unlabelled.

@@ -58,8 +58,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   validate.positive_int(config, "model.num_layers")
   validate.positive_float(config, "model.width")
   validate.positive_float(config, "model.anchor_size")
-  validate.one_of(config, "data.source", ("synthetic",))
-  for field in ("data.num_train", "data.num_test", "data.height", "data.width"):
+  validate.one_of(config, "data.source", ("synthetic", "extremeweather", "netcdf"))
+  synthetic_data = config.data.source == "synthetic"
+  if not synthetic_data and not config.data.get("input"):
+    raise validate.ConfigError(
+      f"data.source={config.data.source!r} needs data.input, a file path or glob"
+    )
+  for field in ("data.num_train", "data.num_test"):  # file sources: caps, 0 = every snapshot
+    validate.positive_int(config, field, allow_zero=not synthetic_data)
+  for field in ("data.height", "data.width"):
     validate.positive_int(config, field)
   validate.positive_int(config, "train.eval_batch_size")
   fraction = config.data.labelled_fraction
@@ -132,20 +139,9 @@ def labelled_mask(num: int, fraction: float, seed: int) -> np.ndarray:
   return mask
 
 
-def load_split(data_config, split: str, *, time_steps: int = 1, temporal: str = "pool") -> dict:
-  """One split of synthetic global fields: arrays of BATCH_KEYS plus lats, lons, times, channels.
-
-  The fields are consecutive 6-hourly snapshots of `synthetic.generate_fields`
-  (events move and evolve between them); the test split comes from another
-  seed, so it never shares a field or an event with training. With
-  time_steps T > 1 each example is a window of T consecutive snapshots,
-  (T, H, W, C) (a `Windows` view); its boxes are those of the last snapshot ("pool": the network
-  sees the past to find what is there now) or of every snapshot ("keep").
-  Fields keep their physical units; `normalizer` standardises them.
-  """
+def _synthetic_snapshots(data_config, split: str, steps: int) -> dict:
+  """`steps` consecutive synthetic snapshots with their padded boxes, in memory."""
   seed = data_config.seed if split == "train" else data_config.seed + 10_000
-  num = data_config.num_train if split == "train" else data_config.num_test
-  steps = num + time_steps - 1
   channels = tuple(data_config.channels)
   h, w = data_config.height, data_config.width
   # Generated in chunks straight into one array: the generator's own per-variable
@@ -160,27 +156,101 @@ def load_split(data_config, split: str, *, time_steps: int = 1, temporal: str = 
       fields[c0 : c0 + n, ..., k] = ds[name].values
     rows[c0 : c0 + n] = synthetic.padded_boxes(events, n, max_boxes=data_config.max_boxes)
     times.append(ds["time"].values)
-  times = np.concatenate(times)
-  if time_steps > 1:
-    window = np.arange(num)[:, None] + np.arange(time_steps)[None, :]
-    fields, times = Windows(fields, time_steps), times[window]
-    rows = rows[window] if temporal == "keep" else rows[window[:, -1]]
-  labelled = (
-    labelled_mask(num, data_config.labelled_fraction, seed)
-    if split == "train"
-    else np.ones(num, np.float32)
-  )
   return {
     "fields": fields,
     "boxes": rows[..., :4].astype(np.float32),
     "box_classes": np.maximum(rows[..., 4], 0).astype(np.int32),
     "box_mask": (rows[..., 4] >= 0).astype(np.float32),
-    "labelled": labelled,
+    "times": np.concatenate(times),
     "lats": ds["lat"].values,
     "lons": ds["lon"].values,
-    "times": times,
     "channels": channels,
   }
+
+
+def _parse_times(raw) -> np.ndarray:
+  """ISO dates (bytes or str) as datetime64, or snapshot numbers where a file has none."""
+  strings = [t.decode() if isinstance(t, bytes) else str(t) for t in raw]
+  try:
+    return np.array([np.datetime64(t) for t in strings])
+  except ValueError:
+    return np.arange(len(strings))
+
+
+def _file_snapshots(data_config, split: str) -> dict:
+  """The snapshots of an ExtremeWeather HDF5 or CAM5 netCDF split (boxes from the
+  files or from the TECA-style heuristics), built once into a tfds dataset in
+  `data.data_dir` and read through memory maps of its decoded cache."""
+  from climjax.data import tfds_builders, variables  # noqa: PLC0415  (tensorflow-datasets)
+
+  try:
+    builder = tfds_builders.detection_builder(data_config)
+  except ValueError as e:  # a bad data.* field, named in the message
+    raise validate.ConfigError(str(e)) from e
+  grid = (builder.builder_config.height, builder.builder_config.width)
+  if grid != (data_config.height, data_config.width):
+    raise validate.ConfigError(
+      f"data.input {data_config.input!r} is on a {grid[0]}x{grid[1]} grid but "
+      f"data.height x data.width = {data_config.height}x{data_config.width}; set "
+      f"--config.data.height={grid[0]} --config.data.width={grid[1]}"
+    )
+  sources, _ = tfds_builders.prepare(builder, key="image", cache=True)
+  source = sources[split]
+  if isinstance(source, tfds_builders.DecodedSource):
+    arrays = source.arrays
+  else:  # no writable cache: read the split into memory
+    rows = source.__getitems__(range(len(source)))
+    arrays = {k: np.stack([r[k] for r in rows]) for k in tfds_builders.DETECTION_KEYS}
+  meta = builder.info.metadata
+  return {
+    "fields": arrays["image"],
+    "boxes": np.asarray(arrays["boxes"], np.float32),
+    "box_classes": np.asarray(arrays["labels"], np.int32),
+    "box_mask": np.asarray(arrays["mask"], np.float32),
+    "times": _parse_times(arrays["time"]),
+    "lats": np.asarray(meta["lat"]),
+    "lons": np.asarray(meta["lon"]),
+    "channels": tuple(variables.EXTREMEWEATHER_CHANNELS),
+  }
+
+
+def load_split(data_config, split: str, *, time_steps: int = 1, temporal: str = "pool") -> dict:
+  """One split of global fields: arrays of BATCH_KEYS plus lats, lons, times, channels.
+
+  `data.source="synthetic"`: consecutive 6-hourly snapshots of
+  `synthetic.generate_fields` (events move and evolve between them); the test
+  split comes from another seed, so it never shares a field or an event with
+  training. "extremeweather" / "netcdf": the files named by `data.input`, split
+  in time by `data.test_fraction` (climjax.data.tfds_builders). With
+  time_steps T > 1 each example is a window of T consecutive snapshots,
+  (T, H, W, C) (a `Windows` view); its boxes are those of the last snapshot ("pool": the network
+  sees the past to find what is there now) or of every snapshot ("keep").
+  Fields keep their physical units; `normalizer` standardises them.
+  """
+  if data_config.source == "synthetic":
+    num = data_config.num_train if split == "train" else data_config.num_test
+    data = _synthetic_snapshots(data_config, split, num + time_steps - 1)
+  else:
+    data = _file_snapshots(data_config, split)
+    num = len(data["fields"]) - time_steps + 1
+    if num < 1:
+      raise validate.ConfigError(
+        f"the {split} split of {data_config.input!r} has {len(data['fields'])} snapshots, "
+        f"fewer than model.time_steps={time_steps}"
+      )
+  if time_steps > 1:
+    window = np.arange(num)[:, None] + np.arange(time_steps)[None, :]
+    data["fields"], data["times"] = Windows(data["fields"], time_steps), data["times"][window]
+    pick = window if temporal == "keep" else window[:, -1]
+    for key in ("boxes", "box_classes", "box_mask"):
+      data[key] = data[key][pick]
+  seed = data_config.seed if split == "train" else data_config.seed + 10_000
+  data["labelled"] = (
+    labelled_mask(num, data_config.labelled_fraction, seed)
+    if split == "train"
+    else np.ones(num, np.float32)
+  )
+  return data
 
 
 def channel_stats(fields: np.ndarray | Windows, chunk: int = 32) -> dict:
@@ -392,10 +462,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ---- data -------------------------------------------------------------------
   time_steps = config.model.time_steps
-  log(
-    f"[climjax] generating {config.data.num_train} train / {config.data.num_test} test "
-    f"synthetic fields of {config.data.height}x{config.data.width}"
-  )
+  if config.data.source == "synthetic":
+    log(
+      f"[climjax] generating {config.data.num_train} train / {config.data.num_test} test "
+      f"synthetic fields of {config.data.height}x{config.data.width}"
+    )
+  else:
+    log(f"[climjax] reading {config.data.source} fields from {config.data.input}")
   temporal = config.model.temporal
   train = load_split(config.data, "train", time_steps=time_steps, temporal=temporal)
   test = load_split(config.data, "test", time_steps=time_steps, temporal=temporal)
@@ -474,7 +547,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     last = step == total_steps
     if step == start_step + 1 or step % config.train.log_every == 0 or last:
       train_metrics = jax.device_get(train_metrics)  # waits for the step
-      metrics_lib.check_finite(step, float(train_metrics["loss"]), "synthetic train split")
+      metrics_lib.check_finite(
+        step, float(train_metrics["loss"]), f"{config.data.source} train split"
+      )
     if step > start_step + 1:  # the first step compiles; don't time it
       timed_examples += per_rank
       timed_seconds += time.time() - t0
