@@ -156,6 +156,10 @@ def build(args: argparse.Namespace) -> dict:
   for split, source in sources.items():
     summary["splits"][split] = describe(source, args.task)
   summary["train_command"] = train_command(args, data)
+  if args.task == "detection" and data["source"] != "synthetic":
+    # The detector's input size is the files' grid, which its config must state.
+    cfg = builder.builder_config
+    summary["train_command"] += f" --config.data.height={cfg.height} --config.data.width={cfg.width}"
   summary["missing_fields"] = [
     k
     for k in ("variables_map", "box_order", "test_fraction")
