@@ -183,6 +183,12 @@ def _file_snapshots(data_config, split: str) -> dict:
   `data.data_dir` and read through memory maps of its decoded cache."""
   from climjax.data import tfds_builders, variables  # noqa: PLC0415  (tensorflow-datasets)
 
+  if tuple(data_config.channels) != tuple(variables.EXTREMEWEATHER_CHANNELS):
+    raise validate.ConfigError(
+      f"data.channels must be the 16 ExtremeWeather variables "
+      f"{', '.join(variables.EXTREMEWEATHER_CHANNELS)} (in that order) for "
+      f"data.source={data_config.source!r}, got {tuple(data_config.channels)}"
+    )
   try:
     builder = tfds_builders.detection_builder(data_config)
   except ValueError as e:  # a bad data.* field, named in the message
