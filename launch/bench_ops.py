@@ -10,7 +10,7 @@ widths 16 -> 128 -> 256 -> 512 -> 768 -> 1024 -> 1280, and the decoder's six
 `lax.conv_general_dilated` / `lax.conv_transpose` differentiated by JAX; "fast"
 is `climjax.ops` with the formulation its heuristics choose; `--formulations`
 adds a column per formulation of each piece (XLA convolution, im2col / col2im
-matrix product, per-offset matrix products, stride phases) so the heuristics can be re-checked
+matrix product, per-offset matrix products, stride phases, space-to-depth) so the heuristics can be re-checked
 on another machine. Each piece is compiled alone (XLA removes the rest of the
 backward pass as dead code) and timed best-of-`--reps`, the contenders
 interleaved so that load from other processes hits them alike.
@@ -65,11 +65,22 @@ def _pieces(kind: str, strides, padding):
 
 def _formulations(kind: str, x_shape, w_shape, strides, padding):
   """{name: {piece: f(x, w, dy)}} with each formulation of climjax.ops.conv forced."""
+  import jax
+
   from climjax.ops import conv as C
+  from climjax.ops import s2d as S
 
   if kind == "conv":
     geo = C.conv_geometry(x_shape[1:3], w_shape[:2], strides, padding)
-    return {
+    folded = {}
+    if S.s2d_applies(x_shape, w_shape, strides, padding):
+      # Narrow stride-1 convolutions on the space-to-depth grid, XLA's autodiff.
+      folded["s2d"] = {
+        "fwd": lambda x, w, dy: S.conv2d_s2d(x, w),
+        "dX": lambda x, w, dy: jax.vjp(lambda x: S.conv2d_s2d(x, w), x)[1](dy)[0],
+        "dW": lambda x, w, dy: jax.vjp(lambda w: S.conv2d_s2d(x, w), w)[1](dy)[0],
+      }
+    return folded | {
       "xla-conv": {
         "fwd": lambda x, w, dy: C.forward_xla(x, w, geo),
         "dX": lambda x, w, dy: C.input_grad_xla(dy, w, geo),

@@ -12,6 +12,7 @@ from jax import lax
 from climjax import ops
 from climjax.models import layers
 from climjax.ops import conv as conv_ops
+from climjax.ops import s2d
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -97,6 +98,34 @@ def test_conv2d_matches_xla(monkeypatch, formulation, kernel, stride, padding, h
     x,
     w,
   )
+
+
+@pytest.mark.parametrize(
+  "kernel,hw,channels",
+  [(5, (12, 10), (3, 4)), (5, (11, 9), (8, 16)), (3, (7, 8), (2, 3)), (7, (9, 12), (4, 4))],
+)
+def test_space_to_depth_conv_matches_xla(monkeypatch, kernel, hw, channels):
+  # With XLA's own convolutions (the platform default), narrow stride-1 "SAME"
+  # convolutions run folded 2x2 pixels into channels (climjax.ops.s2d).
+  monkeypatch.setattr(conv_ops.platform, "ynn_convolutions", lambda: False)
+  c, o = channels
+  x = _normal(0, (2, *hw, c))
+  w = _normal(1, (kernel, kernel, c, o), 0.2)
+  assert s2d.s2d_applies(x.shape, w.shape, (1, 1), "SAME")
+  _check_values_and_grads(
+    lambda x, w: ops.conv2d(x, w, (1, 1), "SAME"),
+    lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN),
+    x,
+    w,
+  )
+
+
+def test_space_to_depth_only_where_it_was_measured():
+  assert s2d.s2d_applies((256, 32, 32, 8), (5, 5, 8, 8), (1, 1), "SAME")
+  assert not s2d.s2d_applies((256, 32, 32, 8), (5, 5, 8, 8), (2, 2), "SAME")  # strided
+  assert not s2d.s2d_applies((256, 32, 32, 8), (5, 5, 8, 8), (1, 1), "VALID")
+  assert not s2d.s2d_applies((256, 32, 32, 8), (4, 4, 8, 8), (1, 1), "SAME")  # even kernel
+  assert not s2d.s2d_applies((256, 32, 32, 64), (5, 5, 64, 64), (1, 1), "SAME")  # wide
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,7 @@ import numpy as np
 from jax import lax
 
 from climjax import platform
+from climjax.ops import s2d
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -433,6 +434,8 @@ def conv2d(
     (N, OH, OW, O), with a custom backward pass built from matrix products.
   """
   _check_operands(x, w, padding)
+  if s2d.s2d_applies(x.shape, w.shape, strides, padding) and not platform.ynn_convolutions():
+    return s2d.conv2d_s2d(x, w)  # narrow channels: XLA's gradients on a folded grid
   geo = conv_geometry(x.shape[1:3], w.shape[:2], strides, padding)
   return _conv(x, w, geo)
 
