@@ -2,8 +2,9 @@
 
 `conv2d`, `conv_transpose2d` and `max_pool2d` compute what XLA's
 `lax.conv_general_dilated`, `lax.conv_transpose` and `flax.linen.max_pool`
-compute (NHWC, HWIO) with `jax.custom_vjp` rules that are faster on CPU;
-`flops` counts the work of a function to report achieved GFLOP/s.
+compute (NHWC, HWIO) with `jax.custom_vjp` rules that are faster on CPU
+(narrow stride-1 convolutions on a space-to-depth grid, `s2d`); `flops`
+counts the work of a function to report achieved GFLOP/s.
 """
 
 from climjax.ops.conv import conv2d, conv_transpose2d

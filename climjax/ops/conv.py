@@ -431,7 +431,9 @@ def conv2d(
     padding: "SAME" or "VALID".
 
   Returns:
-    (N, OH, OW, O), with a custom backward pass built from matrix products.
+    (N, OH, OW, O), with a custom backward pass built from matrix products or
+    stride phases, or (narrow channels, stride 1) computed on a space-to-depth
+    grid (`climjax.ops.s2d`).
   """
   _check_operands(x, w, padding)
   if s2d.s2d_applies(x.shape, w.shape, strides, padding) and not platform.ynn_convolutions():
