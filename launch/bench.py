@@ -168,8 +168,8 @@ def jax_tc_step(batch: int, impl: str):
   import functools
 
   import jax
-  import ml_collections
   import jax.numpy as jnp
+  import ml_collections
 
   from climjax import ops
   from climjax.models import cnn

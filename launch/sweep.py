@@ -51,6 +51,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from climjax import platform  # noqa: E402  (imports no JAX)
 from climjax.data.errors import DataError  # noqa: E402
+from climjax.training.metrics import write_json  # noqa: E402  (imports no JAX)
 from climjax.training.validate import ConfigError  # noqa: E402  (imports no JAX)
 
 METHODS = ("cnn", "lr", "knn", "svm", "rf")
@@ -305,15 +306,6 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict:
     "seconds": seconds,
     **trial.user_attrs,
   }
-
-
-def write_json(path: str, obj) -> None:
-  """Atomic JSON write: a reader never sees a half-written file."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    f.write("\n")
-  os.replace(tmp, path)
 
 
 def _write_trials_csv(path: str, records: list[dict]) -> None:

@@ -616,6 +616,8 @@ def tc_patches(
 STEP_HOURS = 6  # CAM5 history output of the ExtremeWeather data: 4 snapshots a day
 STEPS_PER_DAY = 24 // STEP_HOURS
 DEFAULT_START = np.datetime64("1979-01-01T00:00")
+# Held-out global fields come from seed + this: they never share a field or an event with training.
+TEST_SEED_OFFSET = 10_000
 
 R_DRY = 287.04  # gas constant of dry air, J/(kg K)
 GRAVITY = 9.80665  # m/s2

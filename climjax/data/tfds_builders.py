@@ -123,7 +123,6 @@ DECODED_CACHE_MAX_BYTES = 4 << 30
 
 _CHUNK = 1024  # examples generated per call of the synthetic generator
 _SPLIT_IDS = {"train": 0, "test": 1}
-_SYNTHETIC_TEST_SEED_OFFSET = 10_000  # as train_detector.load_split: disjoint test fields
 _GENERATION_BYTES = 256 << 20  # synthetic snapshots generated per call, in bytes
 _LOG_EVERY_S = 10.0
 
@@ -886,7 +885,7 @@ class ExtremeWeather(tfds.core.GeneratorBasedBuilder):
       return {
         "train": self._generate_examples("train", cfg.seed, cfg.num_train),
         "test": self._generate_examples(
-          "test", cfg.seed + _SYNTHETIC_TEST_SEED_OFFSET, cfg.num_test
+          "test", cfg.seed + synthetic.TEST_SEED_OFFSET, cfg.num_test
         ),
       }
     frames = _open_frames(cfg.source, cfg)

@@ -57,6 +57,9 @@ class Conv(nn.Module):
   padding: str = "SAME"
   impl: str = "xla"
 
+  def _apply(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    return conv2d(x, kernel, self.strides, self.padding, self.impl)
+
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     kernel = self.param(
@@ -65,33 +68,18 @@ class Conv(nn.Module):
       (*self.kernel_size, x.shape[-1], self.features),
     )
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    y = conv2d(x, kernel, self.strides, self.padding, self.impl)
-    return y + bias
+    return self._apply(x, kernel) + bias
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(Conv):
   """2-D transposed convolution with the parameters of `flax.linen.ConvTranspose`.
 
   Kernel (KH, KW, in_features, features) initialised lecun_normal, bias zeros;
   "SAME" padding gives an output `strides` times the input's size.
   """
 
-  features: int
-  kernel_size: Sequence[int]
-  strides: Sequence[int] = (1, 1)
-  padding: str = "SAME"
-  impl: str = "xla"
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    kernel = self.param(
-      "kernel",
-      nn.initializers.lecun_normal(),
-      (*self.kernel_size, x.shape[-1], self.features),
-    )
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    y = conv_transpose2d(x, kernel, self.strides, self.padding, self.impl)
-    return y + bias
+  def _apply(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    return conv_transpose2d(x, kernel, self.strides, self.padding, self.impl)
 
 
 def max_pool(x: jnp.ndarray, window: Sequence[int], impl: str = "xla") -> jnp.ndarray:

@@ -115,17 +115,13 @@ def _train_and_evaluate(
 ) -> dict:
   from climjax.models import cnn
   from climjax.training import metrics as metrics_lib
-  from climjax.training import optim, steps, validate
+  from climjax.training import optim, steps
   from climjax.training import train as train_lib
   from climjax.training.state import TrainState, create_train_state, num_parameters
 
   t_start = time.time()
   chief = topology.is_chief
-  log = print if chief else (lambda *a, **k: None)
-  if chief:
-    validate.ensure_workdir(workdir)
-    train_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  topology.barrier()
+  log = train_lib.start_run(config, workdir, topology)
   log(
     f"[climjax] hybrid: {layout.num_groups} group(s) of {layout.ranks_per_group} rank(s), "
     f"{layout.num_servers} parameter server(s)"
@@ -309,7 +305,7 @@ def _train_and_evaluate(
     summary["wall_seconds"] = time.time() - t_start
     train_lib.write_eval_tables(workdir, results)
     train_lib._plot_curves(workdir)
-    train_lib.write_json(os.path.join(workdir, "summary.json"), summary)
+    metrics_lib.write_json(os.path.join(workdir, "summary.json"), summary)
     log(
       f"[climjax] {summary['steps']} updates, staleness mean {summary['staleness_mean']:.2f} "
       f"max {summary['staleness_max']}, communication {summary['communication_fraction']:.1%}"

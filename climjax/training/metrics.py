@@ -20,6 +20,15 @@ def _plain(value):
   return value
 
 
+def write_json(path: str, obj) -> None:
+  """Atomic JSON write: a reader never sees a half-written file."""
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
 class MetricWriter:
   """Appends `{"step": s, **scalars}` lines to `path` (no-op when not `enabled`)."""
 

@@ -15,9 +15,9 @@ train_detector.py is such a fork). What it leaves in the workdir:
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -28,6 +28,7 @@ from climjax.data import pipeline, tfds_builders
 from climjax.models import cnn
 from climjax.training import metrics as metrics_lib
 from climjax.training import optim, steps, validate
+from climjax.training.metrics import write_json
 from climjax.training.state import TrainState, create_train_state, num_parameters
 
 TASKS = ("tc", "ar", "wf")
@@ -44,15 +45,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   validate.positive_int(config, "data.num_train", allow_zero=from_files)
   validate.positive_int(config, "data.num_test", allow_zero=from_files)
   validate.positive_int(config, "train.eval_batch_size")
-
-
-def write_json(path: str, obj) -> None:
-  """Atomic JSON write: a reader never sees a half-written file."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    f.write("\n")
-  os.replace(tmp, path)
 
 
 def normalizer(stats: dict):
@@ -151,11 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate_config(config)
   topology = parallel.setup(config.parallel)
   chief = topology.is_chief
-  log = print if chief else (lambda *a, **k: None)
-  if chief:
-    validate.ensure_workdir(workdir)
-    write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  topology.barrier()
+  log = start_run(config, workdir, topology)
 
   # ---- data -------------------------------------------------------------------
   log(f"[climjax] preparing {config.task} data ({config.data.source}) in {config.data.data_dir}")
@@ -288,6 +276,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log(f"[climjax] wrote {os.path.join(workdir, 'summary.json')}")
   manager.close()
   return summary
+
+
+def start_run(config, workdir: str, topology) -> Callable[..., None]:
+  """The chief checks the workdir and writes config.json; every rank waits for it.
+
+  Returns the run's `log`: print on the chief, silent elsewhere.
+  """
+  if topology.is_chief:
+    validate.ensure_workdir(workdir)
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  topology.barrier()
+  return print if topology.is_chief else (lambda *a, **k: None)
 
 
 def step_flops(train_fn, state, example_shape, local_batch: int) -> tuple[float, float]:

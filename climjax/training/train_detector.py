@@ -40,8 +40,9 @@ from climjax.evaluation import detection
 from climjax.models import detector
 from climjax.training import metrics as metrics_lib
 from climjax.training import optim, validate
+from climjax.training.metrics import write_json
 from climjax.training.state import TrainState, create_train_state, num_parameters
-from climjax.training.train import write_json
+from climjax.training.train import start_run
 
 IOU_THRESHOLDS = (0.1, 0.5)
 BATCH_KEYS = ("fields", "boxes", "box_classes", "box_mask", "labelled")
@@ -139,9 +140,13 @@ def labelled_mask(num: int, fraction: float, seed: int) -> np.ndarray:
   return mask
 
 
+def _split_seed(data_config, split: str) -> int:
+  return data_config.seed + (0 if split == "train" else synthetic.TEST_SEED_OFFSET)
+
+
 def _synthetic_snapshots(data_config, split: str, steps: int) -> dict:
   """`steps` consecutive synthetic snapshots with their padded boxes, in memory."""
-  seed = data_config.seed if split == "train" else data_config.seed + 10_000
+  seed = _split_seed(data_config, split)
   channels = tuple(data_config.channels)
   h, w = data_config.height, data_config.width
   # Generated in chunks straight into one array: the generator's own per-variable
@@ -250,7 +255,7 @@ def load_split(data_config, split: str, *, time_steps: int = 1, temporal: str = 
     pick = window if temporal == "keep" else window[:, -1]
     for key in ("boxes", "box_classes", "box_mask"):
       data[key] = data[key][pick]
-  seed = data_config.seed if split == "train" else data_config.seed + 10_000
+  seed = _split_seed(data_config, split)
   data["labelled"] = (
     labelled_mask(num, data_config.labelled_fraction, seed)
     if split == "train"
@@ -460,11 +465,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate_config(config)
   topology = parallel.setup(config.parallel)
   chief = topology.is_chief
-  log = print if chief else (lambda *a, **k: None)
-  if chief:
-    validate.ensure_workdir(workdir)
-    write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  topology.barrier()
+  log = start_run(config, workdir, topology)
 
   # ---- data -------------------------------------------------------------------
   time_steps = config.model.time_steps
