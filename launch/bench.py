@@ -9,8 +9,9 @@ Measures, in one process with the same thread count for both frameworks:
   detector384  the detector's forward + backward (paper widths 16 -> 128 ... 1280,
   detector768  encoder, heads and decoder), batch 1, at 384x384x16 and 768x768x16
 
-For each: climjax examples/s (model.conv_impl = --impl, "fast" by default, and
-XLA's own kernels for reference), PyTorch examples/s (the better of NCHW and
+For each: climjax examples/s (model.conv_impl = --impl, "fast" by default, with
+the narrow-channel C++ kernels of climjax/ops/native.py where they apply --
+`CLIMJAX_NATIVE=0` leaves them out -- and XLA's own kernels for reference), PyTorch examples/s (the better of NCHW and
 channels-last), their ratio, climjax's GFLOP/s (FLOPs counted by
 `climjax.ops.analytic_flops`) and its fraction of the machine's fp32 peak.
 
@@ -358,6 +359,11 @@ def main(argv=None) -> dict:
     "jax": jax.__version__,
     "nominal_peak_gflops": nominal_peak(facts),
   }
+  from climjax.ops import native
+
+  # The narrow-channel C++ kernels (climjax/ops/native.py); CLIMJAX_NATIVE=0
+  # times the XLA-only formulations instead.
+  results["native_kernels"] = native.available()
   # On a shared machine the all-core loop is dragged down by other processes;
   # one core times the core count bounds it from above (if every core can hold
   # the single-core clock). The largest estimate is the peak: fractions of it
@@ -440,6 +446,11 @@ def main(argv=None) -> dict:
   return results
 
 
+def _rate(v: float) -> str:
+  """Examples per second: whole numbers for the TC step, three digits for the detector's."""
+  return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
 def _markdown(results: dict, names: list[str], impl: str) -> str:
   fma, fma_one = results["fma_loop_gflops"], results["fma_loop_one_core_gflops"]
   lines = [
@@ -455,14 +466,14 @@ def _markdown(results: dict, names: list[str], impl: str) -> str:
   for name in names:
     r = results[name]
     torch_col = (
-      f"{r['torch_examples_per_second']:.4g} ({r['torch_nchw_examples_per_second']:.4g} / "
-      f"{r['torch_channels_last_examples_per_second']:.4g})"
+      f"{_rate(r['torch_examples_per_second'])} ({_rate(r['torch_nchw_examples_per_second'])} / "
+      f"{_rate(r['torch_channels_last_examples_per_second'])})"
       if "torch_examples_per_second" in r
       else "-"
     )
     lines.append(
-      f"| {name} | {r['climjax_examples_per_second']:.4g} | "
-      f"{r.get('xla_examples_per_second', float('nan')):.4g} | {torch_col} | "
+      f"| {name} | {_rate(r['climjax_examples_per_second'])} | "
+      f"{_rate(r.get('xla_examples_per_second', float('nan')))} | {torch_col} | "
       f"{r.get('ratio', float('nan')):.2f} | {r['climjax_gflops']:.0f} | "
       f"{r['fraction_of_peak']:.2f} |"
     )

@@ -33,4 +33,7 @@ if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal.so.4; then
       echo "install.sh: libtcmalloc-minimal4 not installed (optional; runs use the system allocator)"
   fi
 fi
+# The narrow-channel C++ convolutions (climjax/ops/native.py), compiled for
+# this CPU now rather than at the first training step.
+python -c "from climjax.ops import native; native.main()" || echo "install.sh: native kernels not built (climjax falls back to XLA's convolutions)"
 echo "install.sh: climjax installed in $PWD/.venv"

@@ -38,9 +38,9 @@ class PatchCNN(nn.Module):
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     del train  # no dropout or batch norm in the paper's networks
     for features, kernel, pool in zip(self.conv_features, self.conv_kernels, self.pools, strict=True):
-      x = layers.Conv(features, (kernel, kernel), impl=self.conv_impl)(x)
+      # relu(pool(conv) + bias) = pool(relu(conv + bias)), on 1/pool² of the elements.
+      x = layers.Conv(features, (kernel, kernel), impl=self.conv_impl, pool=(pool, pool))(x)
       x = nn.relu(x)
-      x = layers.max_pool(x, (pool, pool), impl=self.conv_impl)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(self.hidden)(x))
     return nn.Dense(self.num_classes)(x)

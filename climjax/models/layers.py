@@ -49,13 +49,20 @@ def conv_transpose2d(
 
 
 class Conv(nn.Module):
-  """2-D convolution, NHWC input, HWIO kernel, plus bias."""
+  """2-D convolution, NHWC input, HWIO kernel, plus bias.
+
+  With `pool`, the convolution's output is max-pooled (non-overlapping
+  windows) before the bias is added: the same values as pooling conv + bias,
+  since the bias is constant per channel, on a quarter of the elements
+  (a following ReLU commutes with the pool too, being monotone).
+  """
 
   features: int
   kernel_size: Sequence[int]
   strides: Sequence[int] = (1, 1)
   padding: str = "SAME"
   impl: str = "xla"
+  pool: Sequence[int] | None = None
 
   def _apply(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return conv2d(x, kernel, self.strides, self.padding, self.impl)
@@ -68,7 +75,10 @@ class Conv(nn.Module):
       (*self.kernel_size, x.shape[-1], self.features),
     )
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    return self._apply(x, kernel) + bias
+    y = self._apply(x, kernel)
+    if self.pool is not None:
+      y = max_pool(y, self.pool, self.impl)
+    return y + bias
 
 
 class ConvTranspose(Conv):

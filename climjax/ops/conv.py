@@ -45,7 +45,7 @@ import numpy as np
 from jax import lax
 
 from climjax import platform
-from climjax.ops import s2d
+from climjax.ops import native, s2d
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -432,10 +432,13 @@ def conv2d(
 
   Returns:
     (N, OH, OW, O), with a custom backward pass built from matrix products or
-    stride phases, or (narrow channels, stride 1) computed on a space-to-depth
-    grid (`climjax.ops.s2d`).
+    stride phases; narrow stride-1 convolutions run in the native kernels
+    (`climjax.ops.native`) or, without them, on a space-to-depth grid
+    (`climjax.ops.s2d`).
   """
   _check_operands(x, w, padding)
+  if native.applies(x.shape, w.shape, strides, padding, x.dtype):
+    return native.conv2d(x, w, padding)  # narrow channels: direct C++ kernels
   if s2d.s2d_applies(x.shape, w.shape, strides, padding) and not platform.ynn_convolutions():
     return s2d.conv2d_s2d(x, w)  # narrow channels: XLA's gradients on a folded grid
   geo = conv_geometry(x.shape[1:3], w.shape[:2], strides, padding)

@@ -10,8 +10,13 @@ that land on real input pixels, not on padding or on the holes of an input
 (lhs) dilation: that is what XLA's `HloCostAnalysis` counts, and it makes a
 transposed convolution cost the same as the forward convolution it mirrors.
 
+The native narrow-channel kernels (climjax.ops.native) are XLA custom calls,
+which XLA's cost analysis cannot see; `analytic_flops` counts them like the
+convolutions they compute (output channels as the kernel runs them, padded to
+a multiple of 8).
+
 `xla_flops` reads the same number from XLA's cost analysis of the compiled
-program. It also counts elementwise work (1 FLOP per add, multiply, max, ...),
+program (custom calls excluded). It also counts elementwise work (1 FLOP per add, multiply, max, ...),
 so it runs a few percent above `analytic_flops` for a convolutional network.
 """
 
@@ -68,6 +73,25 @@ def _conv_flops(eqn) -> float:
   return 2.0 * batch * out_features * in_features_per_group * taps
 
 
+def _native_conv_flops(eqn) -> float:
+  """The forward (x, kernel (KH, C, KW, O)) and weight-gradient (x, dy) custom calls."""
+  attrs = dict(eqn.params["attributes"])
+  x = eqn.invars[0].aval.shape
+  if eqn.params["target_name"] == "climjax_narrow_conv_forward":
+    kh, _, kw, o = eqn.invars[1].aval.shape
+    out = eqn.outvars[0].aval.shape
+  else:
+    kh, kw = int(attrs["kh"]), int(attrs["kw"])
+    out = eqn.invars[1].aval.shape
+    o = out[3]
+  taps = _valid_taps(x[1], out[1], kh, 1, int(attrs["pt"]), 1, 1)
+  taps *= _valid_taps(x[2], out[2], kw, 1, int(attrs["pl"]), 1, 1)
+  return 2.0 * x[0] * x[3] * o * taps
+
+
+_NATIVE_CONVS = ("climjax_narrow_conv_forward", "climjax_narrow_conv_weight_grad")
+
+
 def _dot_flops(eqn) -> float:
   lhs, rhs = (v.aval.shape for v in eqn.invars[:2])
   (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
@@ -107,6 +131,8 @@ def _count(jaxpr: Jaxpr, used_out: list[bool]) -> tuple[float, list[bool]]:
       flops = _conv_flops(eqn)
     elif name == "dot_general":
       flops = _dot_flops(eqn)
+    elif name == "ffi_call" and eqn.params["target_name"] in _NATIVE_CONVS:
+      flops = _native_conv_flops(eqn)
     else:
       call = next((_as_jaxpr(eqn.params[k]) for k in _CALL_PARAMS if k in eqn.params), None)
       if (

@@ -1,13 +1,14 @@
-"""Non-overlapping max pooling whose backward pass is an equality mask.
+"""Non-overlapping max pooling whose backward pass is an equality with a saved index.
 
 XLA differentiates `reduce_window` max into `select_and_scatter`, which on CPU
-is a scalar loop over windows and was a main cost of the TC classifier's step
-(~8x slower than this backward pass). With stride equal to the window the
-windows tile the input, so the pool is a max over kh*kw strided slices and its
-gradient is elementwise: each window sends its output gradient to the position
-that held the maximum (an equality mask). Ties go to the first
-maximum in row-major window order, the element `select_and_scatter` picks, so
-gradients equal XLA's even where a window holds equal values (e.g. after a ReLU).
+is a scalar loop over windows and was a main cost of the TC classifier's step.
+With stride equal to the window the windows tile the input, so the forward
+pass is a max over kh*kw strided slices that also records which window
+position held the maximum (the first one in row-major order on ties, the
+element `select_and_scatter` picks, so gradients equal XLA's even where a
+window holds equal values, e.g. after a ReLU). The backward pass is then one
+elementwise loop: the input viewed as (N, OH, kh, OW, kw, C) -- a reshape,
+no copy -- takes dy where its window position equals the saved index.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from climjax.ops import native
 
 
 def _window_slice(x: jnp.ndarray, i: int, j: int, window: tuple[int, int], out_hw) -> jnp.ndarray:
@@ -33,52 +36,54 @@ def _out_hw(x: jnp.ndarray, window: tuple[int, int]) -> tuple[int, int]:
   return x.shape[1] // window[0], x.shape[2] // window[1]
 
 
-# Both directions are written on strided slices (one per window position) so
-# that XLA fuses each into a single elementwise loop: a reshape to
+# The forward pass is written on strided slices (one per window position) so
+# that XLA fuses it into a single elementwise loop: a reshape to
 # (N, OH, kh, OW, kw, C) and a reduction over the window axes ran 5-8x slower
-# in the forward pass, and stacking the backward's pieces 1.4x slower than
-# summing them with interior padding (256x32x32x8, 2x2, measured side by side).
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _max_pool(x: jnp.ndarray, window: tuple[int, int]) -> jnp.ndarray:
+# (256x32x32x8, 2x2, measured side by side).
+def _max_and_index(x: jnp.ndarray, window: tuple[int, int]):
+  if x.dtype == jnp.float32 and native.available():
+    # A custom call: XLA cannot fuse the index's computation into the backward
+    # loop (which re-evaluated it for each of the window's elements, 6x slower).
+    return native.max_pool_with_index(x, window)
   out_hw = _out_hw(x, window)
-  y = None
+  y = best = index = None
   for i in range(window[0]):
     for j in range(window[1]):
       s = _window_slice(x, i, j, window, out_hw)
-      y = s if y is None else jnp.maximum(y, s)
-  return y
+      if y is None:
+        y = best = s
+        index = jnp.zeros(s.shape, jnp.int8)
+        continue
+      y = jnp.maximum(y, s)
+      later = s > best  # strictly greater: ties stay with the earlier position
+      index = jnp.where(later, jnp.int8(i * window[1] + j), index)
+      best = jnp.where(later, s, best)
+  return y, index
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool(x: jnp.ndarray, window: tuple[int, int]) -> jnp.ndarray:
+  return _max_and_index(x, window)[0]
 
 
 def _max_pool_fwd(x, window):
-  y = _max_pool(x, window)
-  return y, (x, y)
+  y, index = _max_and_index(x, window)
+  return y, (index, x.shape)
 
 
 def _max_pool_bwd(window, res, dy):
-  x, y = res
-  (kh, kw), (oh, ow) = window, y.shape[1:3]
-  _, h, w, _ = x.shape
-  zero = jnp.zeros((), dy.dtype)
-  # Earlier window positions claim ties first, as select_and_scatter does.
-  taken = jnp.zeros(y.shape, bool)
-  dx = None
-  for i in range(kh):
-    for j in range(kw):
-      hit = (_window_slice(x, i, j, window, (oh, ow)) == y) & ~taken
-      taken = taken | hit
-      # Back to x's grid: element (i, j) of window (a, b) is x[a*kh + i, b*kw + j].
-      placed = lax.pad(
-        jnp.where(hit, dy, zero),
-        zero,
-        (
-          (0, 0, 0),
-          (i, h - i - (oh - 1) * kh - 1, kh - 1),
-          (j, w - j - (ow - 1) * kw - 1, kw - 1),
-          (0, 0, 0),
-        ),
-      )
-      dx = placed if dx is None else dx + placed
-  return (dx,)
+  index, x_shape = res
+  (kh, kw), (n, oh, ow, c) = window, dy.shape
+  position = (
+    lax.broadcasted_iota(jnp.int8, (1, 1, kh, 1, kw, 1), 2) * kw
+    + lax.broadcasted_iota(jnp.int8, (1, 1, kh, 1, kw, 1), 4)
+  )
+  hit = position == index[:, :, None, :, None, :]
+  dx = jnp.where(hit, dy[:, :, None, :, None, :], jnp.zeros((), dy.dtype))
+  dx = dx.reshape(n, oh * kh, ow * kw, c)
+  # Rows and columns past the last whole window get no gradient.
+  _, h, w, _ = x_shape
+  return (jnp.pad(dx, ((0, 0), (0, h - oh * kh), (0, w - ow * kw), (0, 0))),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
