@@ -68,6 +68,37 @@ def test_conv2d_values_and_gradients_match_xla(shape, kernel, channels, padding)
     _close(got, want)
 
 
+@pytest.mark.parametrize(
+  "shape,kernel,channels,window",
+  [
+    ((3, 32, 32), 5, (8, 8), (2, 2)),  # TC conv1 + pool1
+    ((2, 9, 11), 3, (16, 16), (2, 2)),  # odd sizes: the last row and column get no gradient
+    ((2, 13, 17), 5, (3, 12), (3, 3)),  # odd channels (padded) and AR's 3x3 pool
+  ],
+)
+def test_conv2d_max_pool_matches_xla(shape, kernel, channels, window):
+  # The fused backward pass unpools the gradient inside the kernels.
+  c, o = channels
+  x = jnp.round(_normal(7, (*shape, c)) * 4) / 4  # coarse values: ties in the pool
+  w = jnp.round(_normal(8, (kernel, kernel, c, o)) * 4) / 4
+
+  def ref(x, w):
+    y = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
+    return nn.max_pool(y, window, strides=window, padding="VALID")
+
+  y_ref, vjp_ref = jax.vjp(ref, x, w)
+  dy = _normal(9, y_ref.shape)
+  y, vjp = jax.jit(
+    lambda x, w: jax.vjp(lambda x, w: ops.conv2d_max_pool(x, w, (1, 1), "SAME", window), x, w)
+  )(x, w)
+  hlo = jax.jit(jax.grad(lambda x, w: ops.conv2d_max_pool(x, w, (1, 1), "SAME", window).sum(), (0, 1)))
+  text = hlo.lower(x, w).as_text()
+  assert "climjax_narrow_conv_weight_grad_unpool" in text and "climjax_narrow_conv_forward_unpool" in text
+  _close(y, y_ref)
+  for got, want in zip(vjp(dy), vjp_ref(dy), strict=True):
+    _close(got, want)
+
+
 def test_conv2d_dispatches_narrow_stride1_only():
   hlo = jax.jit(lambda x, w: ops.conv2d(x, w, (1, 1), "SAME")).lower(
     jnp.zeros((2, 8, 8, 8)), jnp.zeros((5, 5, 8, 8))

@@ -67,6 +67,11 @@ class Conv(nn.Module):
   def _apply(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return conv2d(x, kernel, self.strides, self.padding, self.impl)
 
+  def _apply_pooled(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    if self.impl == "fast":
+      return ops.conv2d_max_pool(x, kernel, self.strides, self.padding, self.pool)
+    return max_pool(self._apply(x, kernel), self.pool, self.impl)
+
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     kernel = self.param(
@@ -75,9 +80,7 @@ class Conv(nn.Module):
       (*self.kernel_size, x.shape[-1], self.features),
     )
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    y = self._apply(x, kernel)
-    if self.pool is not None:
-      y = max_pool(y, self.pool, self.impl)
+    y = self._apply(x, kernel) if self.pool is None else self._apply_pooled(x, kernel)
     return y + bias
 
 
@@ -90,6 +93,9 @@ class ConvTranspose(Conv):
 
   def _apply(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return conv_transpose2d(x, kernel, self.strides, self.padding, self.impl)
+
+  def _apply_pooled(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    return max_pool(self._apply(x, kernel), self.pool, self.impl)
 
 
 def max_pool(x: jnp.ndarray, window: Sequence[int], impl: str = "xla") -> jnp.ndarray:

@@ -45,7 +45,7 @@ import numpy as np
 from jax import lax
 
 from climjax import platform
-from climjax.ops import native, s2d
+from climjax.ops import native, pool, s2d
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -443,6 +443,17 @@ def conv2d(
     return s2d.conv2d_s2d(x, w)  # narrow channels: XLA's gradients on a folded grid
   geo = conv_geometry(x.shape[1:3], w.shape[:2], strides, padding)
   return _conv(x, w, geo)
+
+
+def conv2d_max_pool(
+  x: jnp.ndarray, w: jnp.ndarray, strides: Sequence[int], padding: str, window: Sequence[int]
+) -> jnp.ndarray:
+  """`max_pool2d(conv2d(x, w, strides, padding), window)`, fused where the native
+  kernels apply (their backward pass unpools the gradient as it reads it)."""
+  _check_operands(x, w, padding)
+  if native.applies(x.shape, w.shape, strides, padding, x.dtype):
+    return native.conv2d_max_pool(x, w, padding, window)
+  return pool.max_pool2d(conv2d(x, w, strides, padding), window)
 
 
 # A transposed convolution is the input gradient of a forward convolution with

@@ -115,6 +115,54 @@ void ToRows(const float* x, int64_t h, int64_t w, int64_t c, int64_t pt, int64_t
   }
 }
 
+// Where a kernel's image comes from: an (N, H, W, C) array, or -- for the
+// gradient arriving through a max pool -- the pooled gradient (N, PH, PW, C)
+// and the pool's int8 index of each window's maximum, unpooled on the fly
+// (each value lands on its window's maximum, every other pixel is zero).
+struct Source {
+  const float* data;
+  const int8_t* index = nullptr;  // null: no pool
+  int64_t h = 0, w = 0, c = 0;    // the image (unpooled)
+  int64_t ph = 0, pw = 0;         // pooled size
+  int64_t kh = 1, kw = 1;         // pool window
+
+  void Fill(int64_t n, int64_t pt, int64_t pl, int64_t wp, float* rows) const {
+    if (index == nullptr) return ToRows(data + n * h * w * c, h, w, c, pt, pl, wp, rows);
+    std::fill(rows + pt * c * wp, rows + (pt + h) * c * wp, 0.0f);
+    const float* v = data + n * ph * pw * c;
+    const int8_t* at = index + n * ph * pw * c;
+    int64_t offset[128];  // window position -> offset in the rows (no division per value)
+    for (int64_t p = 0; p < kh * kw; ++p) offset[p] = (p / kw) * c * wp + p % kw;
+    for (int64_t r = 0; r < ph; ++r)
+      for (int64_t q = 0; q < pw; ++q) {
+        float* corner = rows + ((r * kh + pt) * c) * wp + q * kw + pl;
+        const int64_t e = (r * pw + q) * c;
+        for (int64_t ch = 0; ch < c; ++ch) corner[ch * wp + offset[at[e + ch]]] = v[e + ch];
+      }
+  }
+};
+
+ffi::Error CheckPool(const ffi::Buffer<ffi::F32>& v, const ffi::Buffer<ffi::S8>& index, int64_t h,
+                     int64_t w, int64_t kh, int64_t kw) {
+  auto d = v.dimensions(), e = index.dimensions();
+  for (int a = 0; a < 4; ++a)
+    if (d[a] != e[a]) return ffi::Error::InvalidArgument("pooled values and index differ in shape");
+  if (kh < 1 || kw < 1 || d[1] * kh > h || d[2] * kw > w)
+    return ffi::Error::InvalidArgument("pool window does not fit the unpooled size");
+  return ffi::Error::Success();
+}
+
+Source Plain(const ffi::Buffer<ffi::F32>& x) {
+  auto d = x.dimensions();
+  return Source{x.typed_data(), nullptr, d[1], d[2], d[3]};
+}
+
+Source Unpooled(const ffi::Buffer<ffi::F32>& v, const ffi::Buffer<ffi::S8>& index, int64_t h,
+                int64_t w, int64_t kh, int64_t kw) {
+  auto d = v.dimensions();
+  return Source{v.typed_data(), index.typed_data(), h, w, d[3], d[1], d[2], kh, kw};
+}
+
 struct Shape {
   int64_t n, h, w, c;    // input
   int64_t kh, kw, o;     // kernel
@@ -232,44 +280,56 @@ ffi::Error CheckShapes(const Shape& s) {
   return ffi::Error::Success();
 }
 
-ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
-                       ffi::ResultBuffer<ffi::F32> y, int64_t pt, int64_t pb, int64_t pl,
-                       int64_t pr) {
-  auto xd = x.dimensions(), kd = k.dimensions();  // x (N, H, W, C); k (KH, C, KW, O)
-  Shape s{xd[0], xd[1], xd[2], xd[3], kd[0], kd[2], kd[3], pt, pb, pl, pr};
+ffi::Error Forward(ffi::ThreadPool& pool, const Source& x, int64_t n, ffi::Buffer<ffi::F32> k,
+                   ffi::ResultBuffer<ffi::F32> y, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  auto kd = k.dimensions();  // k (KH, C, KW, O)
+  Shape s{n, x.h, x.w, x.c, kd[0], kd[2], kd[3], pt, pb, pl, pr};
   if (kd[1] != s.c) return ffi::Error::InvalidArgument("kernel and input channels differ");
   if (auto e = CheckShapes(s); e.failure()) return e;
-  const float* xp = x.typed_data();
   const float* kp = k.typed_data();
   float* yp = y->typed_data();
-  const int64_t image = s.h * s.w * s.c, out_image = s.oh() * s.ow() * s.o;
+  const int64_t out_image = s.oh() * s.ow() * s.o;
   const int64_t rows_size = s.hp() * s.c * s.wp() + L;
   // Images in chunks: the padded rows are allocated (and their padding
-  // zeroed) once per chunk; ToRows rewrites only the interior.
+  // zeroed) once per chunk; Fill rewrites only the interior.
   const int64_t chunks = std::min<int64_t>(s.n, std::max<int64_t>(1, 4 * pool.num_threads()));
   ParallelFor(pool, chunks, [&](int64_t chunk) {
     std::vector<float> rows(rows_size, 0.0f);
-    for (int64_t n = chunk * s.n / chunks; n < (chunk + 1) * s.n / chunks; ++n) {
-      ToRows(xp + n * image, s.h, s.w, s.c, s.pt, s.pl, s.wp(), rows.data());
-      ForwardImage<kOB>(s, rows.data(), kp, yp + n * out_image);
+    for (int64_t b = chunk * s.n / chunks; b < (chunk + 1) * s.n / chunks; ++b) {
+      x.Fill(b, s.pt, s.pl, s.wp(), rows.data());
+      ForwardImage<kOB>(s, rows.data(), kp, yp + b * out_image);
     }
   });
   return ffi::Error::Success();
 }
 
-ffi::Error WeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
-                          ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dk,
-                          int64_t kh, int64_t kw, int64_t pt, int64_t pb, int64_t pl,
-                          int64_t pr) {
-  auto xd = x.dimensions(), dd = dy.dimensions();  // x (N, H, W, C); dy (N, OH, OW, O)
-  Shape s{xd[0], xd[1], xd[2], xd[3], kh, kw, dd[3], pt, pb, pl, pr};
+ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                       ffi::ResultBuffer<ffi::F32> y, int64_t pt, int64_t pb, int64_t pl,
+                       int64_t pr) {
+  return Forward(pool, Plain(x), x.dimensions()[0], k, y, pt, pb, pl, pr);
+}
+
+// The forward kernel on a pooled gradient: the input gradient of a
+// convolution followed by a max pool.
+ffi::Error ForwardUnpoolImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> v,
+                             ffi::Buffer<ffi::S8> index, ffi::Buffer<ffi::F32> k,
+                             ffi::ResultBuffer<ffi::F32> y, int64_t pt, int64_t pb, int64_t pl,
+                             int64_t pr, int64_t h, int64_t w, int64_t uh, int64_t uw) {
+  if (auto e = CheckPool(v, index, h, w, uh, uw); e.failure()) return e;
+  return Forward(pool, Unpooled(v, index, h, w, uh, uw), v.dimensions()[0], k, y, pt, pb, pl, pr);
+}
+
+ffi::Error WeightGrad(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32> x, const Source& dy,
+                      ffi::ResultBuffer<ffi::F32> dk, int64_t kh, int64_t kw, int64_t pt,
+                      int64_t pb, int64_t pl, int64_t pr) {
+  auto xd = x.dimensions();  // x (N, H, W, C); dy (N, OH, OW, O), maybe pooled
+  Shape s{xd[0], xd[1], xd[2], xd[3], kh, kw, dy.c, pt, pb, pl, pr};
   if (auto e = CheckShapes(s); e.failure()) return e;
-  if (dd[0] != s.n || dd[1] != s.oh() || dd[2] != s.ow())
+  if (dy.h != s.oh() || dy.w != s.ow())
     return ffi::Error::InvalidArgument("output gradient does not match the geometry");
   const float* xp = x.typed_data();
-  const float* dp = dy.typed_data();
   const int64_t taps = s.kh * s.c * s.kw * s.o;
-  const int64_t image = s.h * s.w * s.c, out_image = s.oh() * s.ow() * s.o;
+  const int64_t image = s.h * s.w * s.c;
   const int64_t rows_size = s.hp() * s.c * s.wp() + L;
   const int64_t owp = RoundUp(s.ow(), L);
   // Images in chunks, each chunk with its own lane-wise partial sums.
@@ -280,7 +340,7 @@ ffi::Error WeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     vf* acc = partial.data() + chunk * taps;
     for (int64_t n = chunk * s.n / chunks; n < (chunk + 1) * s.n / chunks; ++n) {
       ToRows(xp + n * image, s.h, s.w, s.c, s.pt, s.pl, s.wp(), rows.data());
-      ToRows(dp + n * out_image, s.oh(), s.ow(), s.o, 0, 0, owp, dys.data());
+      dy.Fill(n, 0, 0, owp, dys.data());
       WeightImage<kOB>(s, rows.data(), dys.data(), acc);
     }
   });
@@ -302,6 +362,28 @@ ffi::Error WeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
           out[((i * s.kw + j) * s.c + c) * s.o + o] = sum;
         }
   return ffi::Error::Success();
+}
+
+ffi::Error WeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                          ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dk,
+                          int64_t kh, int64_t kw, int64_t pt, int64_t pb, int64_t pl,
+                          int64_t pr) {
+  if (dy.dimensions()[0] != x.dimensions()[0])
+    return ffi::Error::InvalidArgument("input and output gradient batches differ");
+  return WeightGrad(pool, x, Plain(dy), dk, kh, kw, pt, pb, pl, pr);
+}
+
+// The weight gradient from a pooled output gradient (a convolution followed
+// by a max pool): dy is unpooled into the kernel's row layout as it is read.
+ffi::Error WeightGradUnpoolImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                                ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::S8> index,
+                                ffi::ResultBuffer<ffi::F32> dk, int64_t kh, int64_t kw,
+                                int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t h,
+                                int64_t w, int64_t uh, int64_t uw) {
+  if (v.dimensions()[0] != x.dimensions()[0])
+    return ffi::Error::InvalidArgument("input and output gradient batches differ");
+  if (auto e = CheckPool(v, index, h, w, uh, uw); e.failure()) return e;
+  return WeightGrad(pool, x, Unpooled(v, index, h, w, uh, uw), dk, kh, kw, pt, pb, pl, pr);
 }
 
 // Max pooling with stride equal to the window ("VALID"), NHWC: the maximum
@@ -390,3 +472,37 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimjaxMaxPool, MaxPoolImpl,
                                   .Ret<ffi::Buffer<ffi::S8>>()
                                   .Attr<int64_t>("kh")
                                   .Attr<int64_t>("kw"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimjaxNarrowConvForwardUnpool, ForwardUnpoolImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("pt")
+                                  .Attr<int64_t>("pb")
+                                  .Attr<int64_t>("pl")
+                                  .Attr<int64_t>("pr")
+                                  .Attr<int64_t>("h")
+                                  .Attr<int64_t>("w")
+                                  .Attr<int64_t>("uh")
+                                  .Attr<int64_t>("uw"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimjaxNarrowConvWeightGradUnpool, WeightGradUnpoolImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("kh")
+                                  .Attr<int64_t>("kw")
+                                  .Attr<int64_t>("pt")
+                                  .Attr<int64_t>("pb")
+                                  .Attr<int64_t>("pl")
+                                  .Attr<int64_t>("pr")
+                                  .Attr<int64_t>("h")
+                                  .Attr<int64_t>("w")
+                                  .Attr<int64_t>("uh")
+                                  .Attr<int64_t>("uw"));

@@ -43,6 +43,8 @@ DIR_ENV = "CLIMJAX_NATIVE_DIR"
 _TARGETS = {
   "narrow_conv_forward": "ClimjaxNarrowConvForward",
   "narrow_conv_weight_grad": "ClimjaxNarrowConvWeightGrad",
+  "narrow_conv_forward_unpool": "ClimjaxNarrowConvForwardUnpool",
+  "narrow_conv_weight_grad_unpool": "ClimjaxNarrowConvWeightGradUnpool",
   "max_pool": "ClimjaxMaxPool",
 }
 # Widest channel counts sent here: above these XLA's own products are wide
@@ -151,25 +153,53 @@ def _round8(n: int) -> int:
   return -(-n // 8) * 8
 
 
-def _forward(x: jnp.ndarray, w: jnp.ndarray, pads) -> jnp.ndarray:
-  """The forward custom call; output channels padded to a multiple of 8 and cut back."""
+def _pad_channels(a: jnp.ndarray, to: int) -> jnp.ndarray:
+  return jnp.pad(a, ((0, 0), (0, 0), (0, 0), (0, to - a.shape[3])))
+
+
+def _forward(x: jnp.ndarray, w: jnp.ndarray, pads, unpool=None) -> jnp.ndarray:
+  """The forward custom call; output channels padded to a multiple of 8 and cut back.
+
+  With `unpool = (index, (h, w), window)`, x is a pooled gradient that the
+  kernel unpools (to h x w) as it reads it.
+  """
   kh, kw, _, o = w.shape
   pt, pb, pl, pr = pads
-  n, h, wd, _ = x.shape
-  w = jnp.pad(w, ((0, 0), (0, 0), (0, 0), (0, _round8(o) - o)))
+  n = x.shape[0]
+  h, wd = x.shape[1:3] if unpool is None else unpool[1]
+  w = _pad_channels(w, _round8(o)).transpose(0, 2, 1, 3)
   out = jax.ShapeDtypeStruct((n, h + pt + pb - kh + 1, wd + pl + pr - kw + 1, w.shape[3]), x.dtype)
-  y = jax.ffi.ffi_call("climjax_narrow_conv_forward", out)(x, w.transpose(0, 2, 1, 3), **_attrs(pads))
+  if unpool is None:
+    y = jax.ffi.ffi_call("climjax_narrow_conv_forward", out)(x, w, **_attrs(pads))
+  else:
+    index, _, (uh, uw) = unpool
+    y = jax.ffi.ffi_call("climjax_narrow_conv_forward_unpool", out)(
+      x, index, w, **_attrs(pads), **_ints(h=h, w=wd, uh=uh, uw=uw)
+    )
   return y[..., :o]
 
 
-def _weight_grad(x: jnp.ndarray, dy: jnp.ndarray, kernel_shape, pads) -> jnp.ndarray:
+def _weight_grad(x: jnp.ndarray, dy: jnp.ndarray, kernel_shape, pads, unpool=None) -> jnp.ndarray:
   kh, kw, c, o = kernel_shape
-  dy = jnp.pad(dy, ((0, 0), (0, 0), (0, 0), (0, _round8(o) - o)))
-  out = jax.ShapeDtypeStruct((kh, kw, c, dy.shape[3]), x.dtype)
-  dk = jax.ffi.ffi_call("climjax_narrow_conv_weight_grad", out)(
-    x, dy, kh=np.int64(kh), kw=np.int64(kw), **_attrs(pads)
-  )
+  out = jax.ShapeDtypeStruct((kh, kw, c, _round8(o)), x.dtype)
+  if unpool is None:
+    dk = jax.ffi.ffi_call("climjax_narrow_conv_weight_grad", out)(
+      x, _pad_channels(dy, _round8(o)), **_ints(kh=kh, kw=kw), **_attrs(pads)
+    )
+  else:
+    index, (h, w), (uh, uw) = unpool
+    dk = jax.ffi.ffi_call("climjax_narrow_conv_weight_grad_unpool", out)(
+      x,
+      _pad_channels(dy, _round8(o)),
+      _pad_channels(index, _round8(o)),
+      **_ints(kh=kh, kw=kw, h=h, w=w, uh=uh, uw=uw),
+      **_attrs(pads),
+    )
   return dk[..., :o]
+
+
+def _ints(**values) -> dict:
+  return {k: np.int64(v) for k, v in values.items()}
 
 
 def _input_pads(x_shape, w_shape, pads) -> tuple[int, int, int, int]:
@@ -207,6 +237,40 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, padding: str = "SAME") -> jnp.ndarray
   network's first layer) is removed by XLA when nothing consumes it.
   """
   return _conv(x, w, _pads(x.shape, w.shape, padding))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_pool(x: jnp.ndarray, w: jnp.ndarray, pads, window) -> jnp.ndarray:
+  return max_pool_with_index(_forward(x, w, pads), window)[0]
+
+
+def _conv_pool_fwd(x, w, pads, window):
+  y = _forward(x, w, pads)
+  pooled, index = max_pool_with_index(y, window)
+  return pooled, (x, w, index, y.shape[1:3])
+
+
+def _conv_pool_bwd(pads, window, res, dpooled):
+  x, w, index, out_hw = res
+  unpool = (index, out_hw, window)
+  flipped = jnp.swapaxes(lax.rev(w, (0, 1)), 2, 3)
+  dx = _forward(dpooled, flipped, _input_pads(x.shape, w.shape, pads), unpool)
+  return dx, _weight_grad(x, dpooled, w.shape, pads, unpool)
+
+
+_conv_pool.defvjp(_conv_pool_fwd, _conv_pool_bwd)
+
+
+def conv2d_max_pool(
+  x: jnp.ndarray, w: jnp.ndarray, padding: str, window: tuple[int, int]
+) -> jnp.ndarray:
+  """max_pool(conv(x, w), window) (stride = window, "VALID" pool) by the native kernels.
+
+  The backward pass never materialises the unpooled gradient: both gradient
+  kernels unpool the pooled one (by the forward's saved index) while copying
+  it into their row layout. Call only where `applies(...)` holds.
+  """
+  return _conv_pool(x, w, _pads(x.shape, w.shape, padding), tuple(int(k) for k in window))
 
 
 def max_pool_with_index(x: jnp.ndarray, window: tuple[int, int]):
