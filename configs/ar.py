@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "prefetch": 4,  # batches read ahead
     }
   )
-  config.model = ml_collections.ConfigDict({"name": "ar_cnn", "conv_impl": "xla"})
+  config.model = ml_collections.ConfigDict({"name": "ar_cnn", "conv_impl": "fast"})
   config.optimizer = common.optimizer_config(learning_rate=1e-3, warmup_steps=20)
   config.train = ml_collections.ConfigDict(
     {

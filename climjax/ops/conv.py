@@ -26,7 +26,9 @@ and follow whether XLA hands convolutions to YNNPACK (`climjax.platform`):
 climjax turns that off by default, because XLA's own stride-1 convolutions make
 the phases twice as fast as YNNPACK's weight gradient on the detector's layers.
 Transposed convolutions with kernels over 64 MB skip the flip and run as
-batched products over kernel offsets (see `_FLIP_BYTES`).
+batched products over kernel offsets (see `_FLIP_BYTES`). Stride-1
+convolutions with at most 32 channels in and out leave this module for the
+C++ kernels of `climjax.ops.native` (or, without them, `climjax.ops.s2d`).
 
 Results equal XLA's to float32 rounding (tests/test_ops.py); the custom_vjp
 rules return both gradients and let XLA drop the unused one (e.g. the input

@@ -1,5 +1,8 @@
 """Stride-1 convolutions on narrow channels, run on a space-to-depth grid.
 
+The fallback for machines without the native kernels (climjax.ops.native,
+which are 2-3x faster on these layers); used when those are unavailable.
+
 XLA's CPU convolution is slow when both channel counts are small (the TC
 classifier's 5x5 convolutions have 8 and 16): its matrix products are 8 or 16
 wide. Folding each 2x2 block of pixels into the channels turns a KxK

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 import numpy as np
 
@@ -27,6 +28,37 @@ def write_json(path: str, obj) -> None:
     json.dump(obj, f, indent=2, sort_keys=True, default=str)
     f.write("\n")
   os.replace(tmp, path)
+
+
+class TrainTimer:
+  """Training throughput for summary.json: examples over wall seconds from the
+  end of the first (compiling) step to the end of the last, input waits
+  included, in-loop evaluations and checkpoints excluded.
+
+  The caller blocks on the train state before `start`, `pause` and `stop`:
+  JAX dispatches steps asynchronously, so a clock read around the dispatch
+  alone measures only the dispatch.
+  """
+
+  def __init__(self):
+    self.seconds, self.examples, self._since = 0.0, 0, None
+
+  def start(self) -> None:
+    self._since = time.time()
+
+  def count(self, examples: int) -> None:
+    self.examples += examples
+
+  def pause(self) -> None:
+    if self._since is not None:
+      self.seconds += time.time() - self._since
+      self._since = None
+
+  stop = pause
+
+  @property
+  def examples_per_second(self) -> float | None:
+    return self.examples / self.seconds if self.seconds > 0 and self.examples else None
 
 
 class MetricWriter:

@@ -195,19 +195,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = pipeline_train_batches(config, topology, sources["train"], start_step, transform)
 
   # ---- train ------------------------------------------------------------------
-  timed_examples, timed_seconds = 0, 0.0
+  timer = metrics_lib.TrainTimer()
   window_t, window_steps = time.time(), 0
   step = start_step
   for step in range(start_step + 1, total_steps + 1):
     batch = next(batches)  # a straggler's delay is injected inside the step (reduce_grads)
-    t0 = time.time()
     state, train_metrics = train_fn(state, batch)
     if step == start_step + 1 or step % config.train.log_every == 0 or step == total_steps:
       train_metrics = jax.device_get(train_metrics)  # waits for the step
       metrics_lib.check_finite(step, float(train_metrics["loss"]), f"{config.task} train split")
-    if step > start_step + 1:  # the first step compiles; don't time it
-      timed_examples += global_batch
-      timed_seconds += time.time() - t0
+    if step == start_step + 1:  # the first step compiles; time from its end
+      jax.block_until_ready(state)
+      timer.start()
+    else:
+      timer.count(global_batch)
     window_steps += 1
     if step % config.train.log_every == 0 or step == total_steps:
       jax.block_until_ready(state)
@@ -228,15 +229,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           f"eta {_format_seconds((total_steps - step) * global_batch / rate)}"
       )
       window_t, window_steps = now, 0
-    if step % config.train.checkpoint_every == 0 or step == total_steps:
-      if chief:
-        checkpointing.save(manager, step, state)
-    if config.train.eval_every and step % config.train.eval_every == 0 and step < total_steps:
+    saving = step % config.train.checkpoint_every == 0 or step == total_steps
+    evaluating = config.train.eval_every and step % config.train.eval_every == 0 and step < total_steps
+    if saving or evaluating:
+      jax.block_until_ready(state)
+      timer.pause()
+    if saving and chief:
+      checkpointing.save(manager, step, state)
+    if evaluating:
       test = evaluate(eval_fn, state.params, sources["test"], config=config, topology=topology, transform=transform)
       writer.write_scalars(step, {"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
       log(f"[climjax] step {step}: test accuracy {test['accuracy']:.4f}")
+    if saving or evaluating:
+      timer.start()
+      window_t = time.time()  # the logged rate counts training time only
+  jax.block_until_ready(state)
+  timer.stop()
   manager.wait_until_finished()
-  # Wall time includes compilation; throughput excludes it (timed_seconds above).
+  # Wall time includes compilation; throughput excludes it (TrainTimer).
   train_seconds = time.time() - t_start
 
   # ---- evaluate and write the workdir ------------------------------------------
@@ -256,11 +266,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "test_loss": results["test"]["loss"],
       "steps": int(step),
       "resumed_from_step": int(start_step),
-      "examples_per_second": timed_examples / timed_seconds if timed_seconds else None,
+      "examples_per_second": timer.examples_per_second,
       "flops_per_example": flops_per_example,
       "analytic_flops_per_example": analytic_per_example,
       "gflops_per_second": (
-          timed_examples * flops_per_example / timed_seconds / 1e9 if timed_seconds else None
+          timer.examples_per_second * flops_per_example / 1e9 if timer.examples_per_second else None
       ),
       "train_seconds": train_seconds,
       "wall_seconds": time.time() - t_start,

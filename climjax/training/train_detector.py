@@ -543,13 +543,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   )
 
   # ---- train ------------------------------------------------------------------
-  timed_examples, timed_seconds = 0, 0.0
+  timer = metrics_lib.TrainTimer()
   window_t, window_steps = time.time(), 0
   step = start_step
   per_rank = topology.per_rank_batch(config.train.batch_size)
   for step in range(start_step + 1, total_steps + 1):
     batch = next(batches)
-    t0 = time.time()
     state, train_metrics = train_fn(state, batch)
     last = step == total_steps
     if step == start_step + 1 or step % config.train.log_every == 0 or last:
@@ -557,9 +556,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       metrics_lib.check_finite(
         step, float(train_metrics["loss"]), f"{config.data.source} train split"
       )
-    if step > start_step + 1:  # the first step compiles; don't time it
-      timed_examples += per_rank
-      timed_seconds += time.time() - t0
+    if step == start_step + 1:  # the first step compiles; time from its end
+      jax.block_until_ready(state)
+      timer.start()
+    else:
+      timer.count(per_rank)
     window_steps += 1
     if step % config.train.log_every == 0 or last:
       jax.block_until_ready(state)
@@ -575,9 +576,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"eta {_format_seconds((total_steps - step) * per_rank / rate)}"
       )
       window_t, window_steps = now, 0
-    if (step % config.train.checkpoint_every == 0 or last) and chief:
+    saving = step % config.train.checkpoint_every == 0 or last
+    evaluating = config.train.eval_every and step % config.train.eval_every == 0 and not last
+    if saving or evaluating:
+      jax.block_until_ready(state)
+      timer.pause()
+    if saving and chief:
       checkpointing.save(manager, step, state)
-    if config.train.eval_every and step % config.train.eval_every == 0 and not last and chief:
+    if evaluating and chief:
       scores = evaluate(predict_fn, state.params, test, config=config, transform=transform)
       writer.write_scalars(
         step,
@@ -590,6 +596,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       log(
         f"[climjax] step {step}: test mAP@0.1 {scores['map@0.1']:.3f} @0.5 {scores['map@0.5']:.3f}"
       )
+    if saving or evaluating:
+      timer.start()
+      window_t = time.time()  # the logged rate counts training time only
+  jax.block_until_ready(state)
+  timer.stop()
   manager.wait_until_finished()
   train_seconds = time.time() - t_start
 
@@ -627,7 +638,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "reconstruction_weight": float(config.loss.reconstruction_weight),
       "steps": int(step),
       "resumed_from_step": int(start_step),
-      "examples_per_second": timed_examples / timed_seconds if timed_seconds else None,
+      "examples_per_second": timer.examples_per_second,
       "train_seconds": train_seconds,
       "num_parameters": n_params,
       "forward_gflops_per_example": flops / 1e9,
