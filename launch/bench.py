@@ -2,10 +2,13 @@
 
   python launch/bench.py --out=bench.json                  # TC, detector 384 and 768
   python launch/bench.py --only=tc,detector384 --reps=3    # a quicker subset
+  python launch/bench.py --only=ar,wf --xla_reference=ar,wf  # the other two classifiers
 
 Measures, in one process with the same thread count for both frameworks:
   tc           the TC classifier's train step (climjax.models.cnn, configs/tc.py,
                its optimizer), batch --tc_batch (256)
+  ar, wf       the AR and WF classifiers' train steps at their configs' batch
+               sizes (32 and 64); not run by default
   detector384  the detector's forward + backward (paper widths 16 -> 128 ... 1280,
   detector768  encoder, heads and decoder), batch 1, at 384x384x16 and 768x768x16
 
@@ -164,8 +167,18 @@ def best_time(fn, reps: int, warmup: int = 1) -> float:
 # climjax side.
 
 
-def jax_tc_step(batch: int, impl: str):
-  """A callable running one real TC train step, and the step's FLOPs."""
+# The patch classifiers: config module and (H, W, C) of a patch.
+PATCH_TASKS = {"tc": (32, 32, 8), "ar": (148, 224, 2), "wf": (27, 60, 3)}
+
+
+def _patch_config(task: str):
+  import importlib
+
+  return importlib.import_module(f"configs.{task}").get_config()
+
+
+def jax_patch_step(task: str, batch: int, impl: str):
+  """A callable running one real train step of a patch classifier, and the step's FLOPs."""
   import functools
 
   import jax
@@ -175,16 +188,16 @@ def jax_tc_step(batch: int, impl: str):
   from climjax import ops
   from climjax.models import cnn
   from climjax.training import optim, state, steps
-  from configs import tc
 
-  config = tc.get_config()
+  config = _patch_config(task)
   config.model.conv_impl = impl
   model = cnn.make_model(config.model)
   tx = optim.make_optimizer(config.optimizer, config.train.steps)
-  train_state = state.create_train_state(model, tx, jax.random.key(0), (batch, 32, 32, 8))
+  shape = (batch, *PATCH_TASKS[task])
+  train_state = state.create_train_state(model, tx, jax.random.key(0), shape)
   rng = np.random.default_rng(0)
   data = {
-    "patch": jnp.asarray(rng.standard_normal((batch, 32, 32, 8)), jnp.float32),
+    "patch": jnp.asarray(rng.standard_normal(shape), jnp.float32),
     "label": jnp.asarray(rng.integers(0, 2, batch), jnp.int32),
   }
   step = jax.jit(functools.partial(steps.train_step, apply_fn=model.apply, tx=tx), donate_argnums=0)
@@ -234,28 +247,35 @@ def jax_detector_step(size: int, impl: str):
 # PyTorch side: the same networks.
 
 
-def torch_tc_step(batch: int, channels_last: bool, optimizer: str, lr: float):
+def torch_patch_step(task: str, batch: int, channels_last: bool):
+  """The same classifier in PyTorch ("same" convolutions, floor pools), its config's optimizer."""
   import torch
   from torch import nn
 
+  from climjax.models import cnn
+
+  config = _patch_config(task)
+  arch = cnn.MODELS[config.model.name].keywords
+  h, w, c = PATCH_TASKS[task]
+  layers = []
+  for features, kernel, pool in zip(arch["conv_features"], arch["conv_kernels"], arch["pools"], strict=True):
+    layers += [nn.Conv2d(c, features, kernel, padding="same"), nn.ReLU(), nn.MaxPool2d(pool)]
+    c, h, w = features, h // pool, w // pool
   model = nn.Sequential(
-    nn.Conv2d(8, 8, 5, padding=2),
-    nn.ReLU(),
-    nn.MaxPool2d(2),
-    nn.Conv2d(8, 16, 5, padding=2),
-    nn.ReLU(),
-    nn.MaxPool2d(2),
+    *layers,
     nn.Flatten(),
-    nn.Linear(16 * 8 * 8, 50),
+    nn.Linear(c * h * w, arch["hidden"]),
     nn.ReLU(),
-    nn.Linear(50, 2),
+    nn.Linear(arch["hidden"], 2),
   )
-  x = torch.randn(batch, 8, 32, 32)
+  x = torch.randn(batch, PATCH_TASKS[task][2], *PATCH_TASKS[task][:2])
   y = torch.randint(0, 2, (batch,))
   if channels_last:
     model = model.to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
-  if optimizer == "sgd":
+  opt_config = config.optimizer
+  lr = float(opt_config.learning_rate)
+  if opt_config.name == "sgd":
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
   else:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -327,9 +347,9 @@ def main(argv=None) -> dict:
   )
   parser.add_argument(
     "--xla_reference",
-    default="tc",
+    default="tc,ar,wf",
     help="benchmarks that also time conv_impl='xla' (its transposed-conv weight gradient makes "
-    "a detector step take minutes, so by default only tc)",
+    "a detector step take minutes, so by default only the classifiers)",
   )
   parser.add_argument("--reps", type=int, default=5, help="timed repetitions (best is kept)")
   parser.add_argument(
@@ -383,17 +403,15 @@ def main(argv=None) -> dict:
     torch.set_num_threads(threads)
     results["torch"] = torch.__version__
 
-  from configs import tc
-
-  tc_opt = tc.get_config().optimizer
   benches = {}
   for name in args.only.split(","):
-    if name == "tc":
+    if name in PATCH_TASKS:
+      batch = args.tc_batch if name == "tc" else _patch_config(name).train.batch_size
       benches[name] = (
-        args.tc_batch,
+        batch,
         args.reps,
-        lambda impl: jax_tc_step(args.tc_batch, impl),
-        lambda cl: torch_tc_step(args.tc_batch, cl, tc_opt.name, float(tc_opt.learning_rate)),
+        lambda impl, name=name, batch=batch: jax_patch_step(name, batch, impl),
+        lambda cl, name=name, batch=batch: torch_patch_step(name, batch, cl),
       )
     elif name.startswith("detector"):
       size = int(name.removeprefix("detector"))

@@ -140,6 +140,23 @@ struct Source {
         for (int64_t ch = 0; ch < c; ++ch) corner[ch * wp + offset[at[e + ch]]] = v[e + ch];
       }
   }
+
+  // Image n as (H, W, C) pixels: the input itself, or unpooled into `buffer`.
+  const float* Pixels(int64_t n, float* buffer) const {
+    if (index == nullptr) return data + n * h * w * c;
+    std::fill(buffer, buffer + h * w * c, 0.0f);
+    const float* v = data + n * ph * pw * c;
+    const int8_t* at = index + n * ph * pw * c;
+    int64_t offset[128];  // window position -> offset in the image
+    for (int64_t p = 0; p < kh * kw; ++p) offset[p] = ((p / kw) * w + p % kw) * c;
+    for (int64_t r = 0; r < ph; ++r)
+      for (int64_t q = 0; q < pw; ++q) {
+        float* corner = buffer + (r * kh * w + q * kw) * c;
+        const int64_t e = (r * pw + q) * c;
+        for (int64_t ch = 0; ch < c; ++ch) corner[offset[at[e + ch]] + ch] = v[e + ch];
+      }
+    return buffer;
+  }
 };
 
 ffi::Error CheckPool(const ffi::Buffer<ffi::F32>& v, const ffi::Buffer<ffi::S8>& index, int64_t h,
@@ -319,6 +336,62 @@ ffi::Error ForwardUnpoolImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> v,
   return Forward(pool, Unpooled(v, index, h, w, uh, uw), v.dimensions()[0], k, y, pt, pb, pl, pr);
 }
 
+#if defined(__AVX512F__)
+// Weight gradient when the output channels fill whole vectors (o % 16 == 0):
+// straight from NHWC, no layout copy. dk[i, j, c, o0:o0+16] sums
+// x[y+i, x+j, c] * dy[y, x, o0:o0+16] over pixels: one vector load of dy per
+// pixel, one broadcast FMA per (j, c) of the block, JB x CB partial sums held
+// in registers over the whole image. x is read from a zero-padded copy.
+template <int JB, int CB>
+void WeightBlockNHWC(const Shape& s, const float* xpad, int64_t xw, const float* dy, int64_t i,
+                     int64_t j0, int64_t c0, int64_t o0, vf* acc) {
+  vf a[JB][CB];
+  for (int jj = 0; jj < JB; ++jj)
+    for (int cc = 0; cc < CB; ++cc) a[jj][cc] = acc[((i * s.kw + j0 + jj) * s.c + c0 + cc) * (s.o / L) + o0 / L];
+  const int64_t ow = s.ow();
+  for (int64_t y = 0; y < s.oh(); ++y) {
+    const float* xr = xpad + ((y + i) * xw + j0) * s.c + c0;
+    const float* dr = dy + y * ow * s.o + o0;
+    for (int64_t x = 0; x < ow; ++x) {
+      const vf dv = Load(dr + x * s.o);
+      const float* px = xr + x * s.c;
+      for (int jj = 0; jj < JB; ++jj)
+        for (int cc = 0; cc < CB; ++cc) a[jj][cc] += Splat(px + jj * s.c + cc) * dv;
+    }
+  }
+  for (int jj = 0; jj < JB; ++jj)
+    for (int cc = 0; cc < CB; ++cc) acc[((i * s.kw + j0 + jj) * s.c + c0 + cc) * (s.o / L) + o0 / L] = a[jj][cc];
+}
+
+// Dispatch on the block's remaining kernel columns (<= 5) and channels (<= 4).
+template <int JB, int CB>
+void WeightTileNHWC(const Shape& s, const float* xpad, int64_t xw, const float* dy, int64_t i,
+                    int64_t j0, int64_t c0, int64_t o0, vf* acc) {
+  if constexpr (JB > 1) {
+    if (s.kw - j0 < JB) return WeightTileNHWC<JB - 1, CB>(s, xpad, xw, dy, i, j0, c0, o0, acc);
+  }
+  if constexpr (CB > 1) {
+    if (s.c - c0 < CB) return WeightTileNHWC<JB, CB - 1>(s, xpad, xw, dy, i, j0, c0, o0, acc);
+  }
+  WeightBlockNHWC<JB, CB>(s, xpad, xw, dy, i, j0, c0, o0, acc);
+}
+
+void WeightImageNHWC(const Shape& s, const float* xpad, int64_t xw, const float* dy, vf* acc) {
+  for (int64_t o0 = 0; o0 < s.o; o0 += L)
+    for (int64_t i = 0; i < s.kh; ++i)
+      for (int64_t c0 = 0; c0 < s.c; c0 += 4)
+        for (int64_t j0 = 0; j0 < s.kw; j0 += 5) WeightTileNHWC<5, 4>(s, xpad, xw, dy, i, j0, c0, o0, acc);
+}
+
+// One image's (H, W, C) pixels into a zero-padded (Hp, W + pl + pr, C) copy
+// (the padding is zeroed once per buffer).
+void Pad(const Shape& s, const float* x, float* xpad) {
+  const int64_t xw = s.w + s.pl + s.pr;
+  for (int64_t r = 0; r < s.h; ++r)
+    std::memcpy(xpad + ((r + s.pt) * xw + s.pl) * s.c, x + r * s.w * s.c, s.w * s.c * sizeof(float));
+}
+#endif
+
 ffi::Error WeightGrad(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32> x, const Source& dy,
                       ffi::ResultBuffer<ffi::F32> dk, int64_t kh, int64_t kw, int64_t pt,
                       int64_t pb, int64_t pl, int64_t pr) {
@@ -335,9 +408,25 @@ ffi::Error WeightGrad(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32> x, const Sour
   // Images in chunks, each chunk with its own lane-wise partial sums.
   const int64_t chunks = std::min<int64_t>(s.n, std::max<int64_t>(1, 2 * pool.num_threads()));
   std::vector<vf> partial(chunks * taps, vf{});
+#if defined(__AVX512F__)
+  const bool nhwc = s.o % L == 0;  // (KH, KW, C, O) partial sums, lanes = channels
+#else
+  const bool nhwc = false;
+#endif
   ParallelFor(pool, chunks, [&](int64_t chunk) {
-    std::vector<float> rows(rows_size, 0.0f), dys(s.oh() * s.o * owp, 0.0f);
     vf* acc = partial.data() + chunk * taps;
+#if defined(__AVX512F__)
+    if (nhwc) {
+      const int64_t xw = s.w + s.pl + s.pr;
+      std::vector<float> xpad(s.hp() * xw * s.c + L, 0.0f), dyfull(dy.index ? s.oh() * s.ow() * s.o : 0);
+      for (int64_t n = chunk * s.n / chunks; n < (chunk + 1) * s.n / chunks; ++n) {
+        Pad(s, xp + n * image, xpad.data());
+        WeightImageNHWC(s, xpad.data(), xw, dy.Pixels(n, dyfull.data()), acc);
+      }
+      return;
+    }
+#endif
+    std::vector<float> rows(rows_size, 0.0f), dys(s.oh() * s.o * owp, 0.0f);
     for (int64_t n = chunk * s.n / chunks; n < (chunk + 1) * s.n / chunks; ++n) {
       ToRows(xp + n * image, s.h, s.w, s.c, s.pt, s.pl, s.wp(), rows.data());
       dy.Fill(n, 0, 0, owp, dys.data());
@@ -348,6 +437,14 @@ ffi::Error WeightGrad(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32> x, const Sour
   float* out = dk->typed_data();
   if (chunks == 0) {  // an empty batch
     std::fill(out, out + taps, 0.0f);
+    return ffi::Error::Success();
+  }
+  if (nhwc) {  // lanes are output channels: sum the chunks only
+    for (int64_t t = 0; t < taps / L; ++t) {
+      vf v = partial[t];
+      for (int64_t ch = 1; ch < chunks; ++ch) v += partial[ch * taps + t];
+      Store(out + t * L, v);
+    }
     return ffi::Error::Success();
   }
   for (int64_t i = 0; i < s.kh; ++i)
