@@ -26,6 +26,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX__)
@@ -537,69 +538,54 @@ ffi::Error MaxPoolImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 
 }  // namespace
 
+namespace {
+
+// The attributes shared by the handlers' bindings.
+template <typename Binding>
+auto Pads(Binding b) {
+  return std::move(b)
+      .template Attr<int64_t>("pt")
+      .template Attr<int64_t>("pb")
+      .template Attr<int64_t>("pl")
+      .template Attr<int64_t>("pr");
+}
+
+template <typename Binding>
+auto Unpool(Binding b) {
+  return std::move(b)
+      .template Attr<int64_t>("h")
+      .template Attr<int64_t>("w")
+      .template Attr<int64_t>("uh")
+      .template Attr<int64_t>("uw");
+}
+
+template <typename Binding>
+auto Kernel(Binding b) {
+  return std::move(b).template Attr<int64_t>("kh").template Attr<int64_t>("kw");
+}
+
+auto Bind() { return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>(); }
+using F32 = ffi::Buffer<ffi::F32>;
+using S8 = ffi::Buffer<ffi::S8>;
+
+}  // namespace
+
+// forward(x, kernel) -> y
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimjaxNarrowConvForward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("pt")
-                                  .Attr<int64_t>("pb")
-                                  .Attr<int64_t>("pl")
-                                  .Attr<int64_t>("pr"));
+                              Pads(Bind().Arg<F32>().Arg<F32>().Ret<F32>()));
 
+// weight_grad(x, dy) -> dkernel
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimjaxNarrowConvWeightGrad, WeightGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("pt")
-                                  .Attr<int64_t>("pb")
-                                  .Attr<int64_t>("pl")
-                                  .Attr<int64_t>("pr"));
+                              Pads(Kernel(Bind().Arg<F32>().Arg<F32>().Ret<F32>())));
 
+// max_pool(x) -> (y, index)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimjaxMaxPool, MaxPoolImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::S8>>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw"));
+                              Kernel(Bind().Arg<F32>().Ret<F32>().Ret<S8>()));
 
+// forward_unpool(pooled dy, index, kernel) -> dx
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimjaxNarrowConvForwardUnpool, ForwardUnpoolImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("pt")
-                                  .Attr<int64_t>("pb")
-                                  .Attr<int64_t>("pl")
-                                  .Attr<int64_t>("pr")
-                                  .Attr<int64_t>("h")
-                                  .Attr<int64_t>("w")
-                                  .Attr<int64_t>("uh")
-                                  .Attr<int64_t>("uw"));
+                              Unpool(Pads(Bind().Arg<F32>().Arg<S8>().Arg<F32>().Ret<F32>())));
 
+// weight_grad_unpool(x, pooled dy, index) -> dkernel
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ClimjaxNarrowConvWeightGradUnpool, WeightGradUnpoolImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("pt")
-                                  .Attr<int64_t>("pb")
-                                  .Attr<int64_t>("pl")
-                                  .Attr<int64_t>("pr")
-                                  .Attr<int64_t>("h")
-                                  .Attr<int64_t>("w")
-                                  .Attr<int64_t>("uh")
-                                  .Attr<int64_t>("uw"));
+                              Unpool(Pads(Kernel(Bind().Arg<F32>().Arg<F32>().Arg<S8>().Ret<F32>()))));
