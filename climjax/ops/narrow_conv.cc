@@ -384,6 +384,68 @@ void WeightImageNHWC(const Shape& s, const float* xpad, int64_t xw, const float*
         for (int64_t j0 = 0; j0 < s.kw; j0 += 5) WeightTileNHWC<5, 4>(s, xpad, xw, dy, i, j0, c0, o0, acc);
 }
 
+struct alignas(64) Lanes {
+  int v[16];
+};
+
+// Weight gradient for exactly 8 output channels (half a vector) and an even
+// output width: one vector holds two neighbouring pixels' 8 channels, permuted
+// so that lane 2o + p is channel o of pixel x + p. The input is read from the
+// row layout, where those two pixels' values of one channel are adjacent: one
+// 8-byte broadcast per (j, c) gives lanes [x+j, x+1+j, x+j, ...], matching.
+// JB x CB partial sums per block, each the pair-sum of lanes 2o and 2o + 1.
+constexpr Lanes PairIndex() {
+  Lanes out{};
+  for (int lane = 0; lane < 16; ++lane) out.v[lane] = (lane % 2) * 8 + lane / 2;
+  return out;
+}
+constexpr Lanes kPairIndex = PairIndex();
+
+inline vf PairSplat(const float* p) {
+  double pair;
+  std::memcpy(&pair, p, sizeof(pair));
+  return reinterpret_cast<vf>(_mm512_set1_pd(pair));
+}
+
+template <int JB, int CB>
+void WeightBlockPairs(const Shape& s, const float* rows, const float* dy, int64_t i, int64_t j0,
+                      int64_t c0, vf* acc) {
+  vf a[JB][CB];
+  for (int jj = 0; jj < JB; ++jj)
+    for (int cc = 0; cc < CB; ++cc) a[jj][cc] = acc[(i * s.kw + j0 + jj) * s.c + c0 + cc];
+  const __m512i perm = _mm512_load_si512(kPairIndex.v);
+  const int64_t ow = s.ow(), wp = s.wp();
+  for (int64_t y = 0; y < s.oh(); ++y) {
+    const float* xr = rows + ((y + i) * s.c + c0) * wp + j0;
+    const float* dr = dy + y * ow * 8;
+    for (int64_t x = 0; x < ow; x += 2) {
+      const vf dv = reinterpret_cast<vf>(_mm512_permutexvar_ps(perm, _mm512_loadu_ps(dr + x * 8)));
+      for (int jj = 0; jj < JB; ++jj)
+        for (int cc = 0; cc < CB; ++cc) a[jj][cc] += PairSplat(xr + cc * wp + x + jj) * dv;
+    }
+  }
+  for (int jj = 0; jj < JB; ++jj)
+    for (int cc = 0; cc < CB; ++cc) acc[(i * s.kw + j0 + jj) * s.c + c0 + cc] = a[jj][cc];
+}
+
+template <int JB, int CB>
+void WeightTilePairs(const Shape& s, const float* rows, const float* dy, int64_t i, int64_t j0,
+                     int64_t c0, vf* acc) {
+  if constexpr (JB > 1) {
+    if (s.kw - j0 < JB) return WeightTilePairs<JB - 1, CB>(s, rows, dy, i, j0, c0, acc);
+  }
+  if constexpr (CB > 1) {
+    if (s.c - c0 < CB) return WeightTilePairs<JB, CB - 1>(s, rows, dy, i, j0, c0, acc);
+  }
+  WeightBlockPairs<JB, CB>(s, rows, dy, i, j0, c0, acc);
+}
+
+void WeightImagePairs(const Shape& s, const float* rows, const float* dy, vf* acc) {
+  for (int64_t i = 0; i < s.kh; ++i)
+    for (int64_t c0 = 0; c0 < s.c; c0 += 4)
+      for (int64_t j0 = 0; j0 < s.kw; j0 += 5) WeightTilePairs<5, 4>(s, rows, dy, i, j0, c0, acc);
+}
+
 // One image's (H, W, C) pixels into a zero-padded (Hp, W + pl + pr, C) copy
 // (the padding is zeroed once per buffer).
 void Pad(const Shape& s, const float* x, float* xpad) {
@@ -411,8 +473,9 @@ ffi::Error WeightGrad(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32> x, const Sour
   std::vector<vf> partial(chunks * taps, vf{});
 #if defined(__AVX512F__)
   const bool nhwc = s.o % L == 0;  // (KH, KW, C, O) partial sums, lanes = channels
+  const bool pairs = s.o == 8 && s.ow() % 2 == 0;  // (KH, KW, C), lanes = (channel, pixel parity)
 #else
-  const bool nhwc = false;
+  const bool nhwc = false, pairs = false;
 #endif
   ParallelFor(pool, chunks, [&](int64_t chunk) {
     vf* acc = partial.data() + chunk * taps;
@@ -423,6 +486,14 @@ ffi::Error WeightGrad(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32> x, const Sour
       for (int64_t n = chunk * s.n / chunks; n < (chunk + 1) * s.n / chunks; ++n) {
         Pad(s, xp + n * image, xpad.data());
         WeightImageNHWC(s, xpad.data(), xw, dy.Pixels(n, dyfull.data()), acc);
+      }
+      return;
+    }
+    if (pairs) {
+      std::vector<float> rows(rows_size, 0.0f), dyfull(dy.index ? s.oh() * s.ow() * s.o : 0);
+      for (int64_t n = chunk * s.n / chunks; n < (chunk + 1) * s.n / chunks; ++n) {
+        ToRows(xp + n * image, s.h, s.w, s.c, s.pt, s.pl, s.wp(), rows.data());
+        WeightImagePairs(s, rows.data(), dy.Pixels(n, dyfull.data()), acc);
       }
       return;
     }
@@ -438,6 +509,14 @@ ffi::Error WeightGrad(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32> x, const Sour
   float* out = dk->typed_data();
   if (chunks == 0) {  // an empty batch
     std::fill(out, out + taps, 0.0f);
+    return ffi::Error::Success();
+  }
+  if (pairs) {  // lanes (o, parity): sum the chunks, then each lane pair
+    for (int64_t t = 0; t < s.kh * s.kw * s.c; ++t) {
+      vf v = partial[t];
+      for (int64_t ch = 1; ch < chunks; ++ch) v += partial[ch * taps + t];
+      for (int64_t o = 0; o < 8; ++o) out[t * 8 + o] = v[2 * o] + v[2 * o + 1];
+    }
     return ffi::Error::Success();
   }
   if (nhwc) {  // lanes are output channels: sum the chunks only
