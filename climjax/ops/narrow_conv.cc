@@ -13,11 +13,22 @@
 //            (lane-wise partial sums, kept in registers over the rows of an
 //            image and reduced across lanes and images at the end)
 //
+// On AVX-512 the weight gradient has two faster forms that read dy straight
+// from NHWC: with 16k output channels the lanes are output channels and the
+// input values are broadcast (WeightBlockNHWC); with exactly 8, one vector
+// holds two neighbouring pixels and the input values are broadcast in pairs
+// from the row layout (WeightBlockPairs).
+//
 // The input gradient is the forward kernel applied to dy with the kernel
-// flipped and its channel axes swapped (climjax/ops/native.py).
+// flipped and its channel axes swapped (climjax/ops/native.py). A max pool
+// records where each window's maximum was; the "unpool" variants of the
+// forward and weight-gradient kernels read a pooled gradient with that index
+// and unpool it while copying (Source), so a convolution followed by a pool
+// never holds its full-size gradient in memory.
+//
 // Images are spread over XLA's intra-op thread pool. Built by
-// climjax/ops/native.py with the host's vector width (-march=native); the GCC
-// vector extension maps `vf` to one AVX-512 register, or two AVX2 ones.
+// climjax/ops/native.py with the host's vector width (-march=native): `vf` is
+// one AVX-512 register (16 lanes), elsewhere 8 lanes (one AVX2 register).
 
 #include <algorithm>
 #include <atomic>
