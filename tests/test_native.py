@@ -135,6 +135,11 @@ def test_max_pool_index_matches_xla_formulation(window, shape):
   np.testing.assert_array_equal(np.asarray(index), np.asarray(index_xla))
 
 
+def test_max_pool_window_limit_is_a_clear_error():
+  with pytest.raises(ValueError, match="at most 127 elements"):
+    ops.max_pool2d(jnp.zeros((1, 24, 24, 1)), (12, 12))
+
+
 def test_conv_with_pool_equals_pool_of_conv_plus_bias():
   # layers.Conv(pool=...) adds the bias after pooling: the same values.
   x = _normal(6, (2, 12, 12, 8))

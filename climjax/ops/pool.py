@@ -102,8 +102,8 @@ def max_pool2d(x: jnp.ndarray, window: Sequence[int]) -> jnp.ndarray:
   if x.ndim != 4:
     raise ValueError(f"max_pool2d expects NHWC input, got shape {x.shape}")
   window = tuple(int(k) for k in window)
-  if len(window) != 2 or min(window) < 1:
-    raise ValueError(f"window must be two positive sizes, got {window}")
+  if len(window) != 2 or min(window) < 1 or window[0] * window[1] > 127:
+    raise ValueError(f"window must be two positive sizes of at most 127 elements (an int8 index), got {window}")
   if x.shape[1] < window[0] or x.shape[2] < window[1]:
     raise ValueError(f"window {window} is larger than the input's spatial shape {x.shape[1:3]}")
   return _max_pool(x, window)
