@@ -135,6 +135,26 @@ def test_max_pool_index_matches_xla_formulation(window, shape):
   np.testing.assert_array_equal(np.asarray(index), np.asarray(index_xla))
 
 
+def test_analytic_flops_count_the_fused_pool_kernels():
+  # The TC network's convolutions are all native custom calls (with the fused
+  # pool's unpool variants in the backward pass); their count must equal the
+  # XLA twin's, which XLA's cost analysis checks in tests/test_ops.py.
+  from climjax.models import cnn
+
+  x = _normal(10, (4, 32, 32, 8))
+
+  def grad_flops(impl):
+    model = cnn.TCNet(conv_impl=impl)
+    params = model.init(jax.random.key(0), x)
+    loss = lambda p: jnp.sum(model.apply(p, x) ** 2)  # noqa: E731
+    text = jax.jit(jax.grad(loss)).lower(params).as_text()
+    return ops.analytic_flops(jax.grad(loss), params), text
+
+  fast, text = grad_flops("fast")
+  assert "climjax_narrow_conv_weight_grad_unpool" in text
+  assert fast == grad_flops("xla")[0]
+
+
 def test_max_pool_window_limit_is_a_clear_error():
   with pytest.raises(ValueError, match="at most 127 elements"):
     ops.max_pool2d(jnp.zeros((1, 24, 24, 1)), (12, 12))

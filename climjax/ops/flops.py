@@ -74,22 +74,37 @@ def _conv_flops(eqn) -> float:
 
 
 def _native_conv_flops(eqn) -> float:
-  """The forward (x, kernel (KH, C, KW, O)) and weight-gradient (x, dy) custom calls."""
-  attrs = dict(eqn.params["attributes"])
-  x = eqn.invars[0].aval.shape
-  if eqn.params["target_name"] == "climjax_narrow_conv_forward":
-    kh, _, kw, o = eqn.invars[1].aval.shape
+  """The native convolution custom calls (climjax.ops.native):
+
+    forward(x, kernel (KH, C, KW, O))               weight_grad(x, dy)
+    forward_unpool(pooled x, index, kernel)         weight_grad_unpool(x, pooled dy, index)
+
+  An "unpool" operand is a pooled array standing for an image of the `h` x `w`
+  attributes' size.
+  """
+  attrs = {k: int(v) for k, v in eqn.params["attributes"]}
+  shapes = [v.aval.shape for v in eqn.invars]
+  if eqn.params["target_name"].startswith("climjax_narrow_conv_forward"):
+    x, (kh, _, kw, o) = shapes[0], shapes[-1]
+    if "h" in attrs:
+      x = (x[0], attrs["h"], attrs["w"], x[3])
     out = eqn.outvars[0].aval.shape
   else:
-    kh, kw = int(attrs["kh"]), int(attrs["kw"])
-    out = eqn.invars[1].aval.shape
+    x, out, (kh, kw) = shapes[0], shapes[1], (attrs["kh"], attrs["kw"])
+    if "h" in attrs:
+      out = (out[0], attrs["h"], attrs["w"], out[3])
     o = out[3]
-  taps = _valid_taps(x[1], out[1], kh, 1, int(attrs["pt"]), 1, 1)
-  taps *= _valid_taps(x[2], out[2], kw, 1, int(attrs["pl"]), 1, 1)
+  taps = _valid_taps(x[1], out[1], kh, 1, attrs["pt"], 1, 1)
+  taps *= _valid_taps(x[2], out[2], kw, 1, attrs["pl"], 1, 1)
   return 2.0 * x[0] * x[3] * o * taps
 
 
-_NATIVE_CONVS = ("climjax_narrow_conv_forward", "climjax_narrow_conv_weight_grad")
+_NATIVE_CONVS = (
+  "climjax_narrow_conv_forward",
+  "climjax_narrow_conv_weight_grad",
+  "climjax_narrow_conv_forward_unpool",
+  "climjax_narrow_conv_weight_grad_unpool",
+)
 
 
 def _dot_flops(eqn) -> float:
