@@ -626,32 +626,32 @@ ffi::Error MaxPoolImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return ffi::Error::Success();
 }
 
-}  // namespace
-
-namespace {
-
-// The attributes shared by the handlers' bindings.
+// Adds int64 attributes, by name, to a handler's binding. (Bindings can only
+// be extended as rvalues and never copied or moved: everything is passed by
+// reference and returned as a fresh value.)
 template <typename Binding>
-auto Pads(Binding b) {
-  return std::move(b)
-      .template Attr<int64_t>("pt")
-      .template Attr<int64_t>("pb")
-      .template Attr<int64_t>("pl")
-      .template Attr<int64_t>("pr");
+auto Attrs(Binding&& b, const char* name) {
+  return std::move(b).template Attr<int64_t>(name);
+}
+
+template <typename Binding, typename... Names>
+auto Attrs(Binding&& b, const char* name, Names... names) {
+  return Attrs(std::move(b).template Attr<int64_t>(name), names...);
 }
 
 template <typename Binding>
-auto Unpool(Binding b) {
-  return std::move(b)
-      .template Attr<int64_t>("h")
-      .template Attr<int64_t>("w")
-      .template Attr<int64_t>("uh")
-      .template Attr<int64_t>("uw");
+auto Pads(Binding&& b) {
+  return Attrs(std::move(b), "pt", "pb", "pl", "pr");
 }
 
 template <typename Binding>
-auto Kernel(Binding b) {
-  return std::move(b).template Attr<int64_t>("kh").template Attr<int64_t>("kw");
+auto Unpool(Binding&& b) {
+  return Attrs(std::move(b), "h", "w", "uh", "uw");
+}
+
+template <typename Binding>
+auto Kernel(Binding&& b) {
+  return Attrs(std::move(b), "kh", "kw");
 }
 
 auto Bind() { return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>(); }

@@ -151,8 +151,13 @@ def _pads(x_shape, w_shape, padding: str) -> tuple[int, int, int, int]:
   return pt, pb, pl, pr
 
 
+def _ints(**values) -> dict:
+  """Custom-call attributes: int64 scalars by name."""
+  return {k: np.int64(v) for k, v in values.items()}
+
+
 def _attrs(pads) -> dict:
-  return dict(zip(("pt", "pb", "pl", "pr"), (np.int64(p) for p in pads), strict=True))
+  return _ints(**dict(zip(("pt", "pb", "pl", "pr"), pads, strict=True)))
 
 
 def _round8(n: int) -> int:
@@ -202,10 +207,6 @@ def _weight_grad(x: jnp.ndarray, dy: jnp.ndarray, kernel_shape, pads, unpool=Non
       **_attrs(pads),
     )
   return dk[..., :o]
-
-
-def _ints(**values) -> dict:
-  return {k: np.int64(v) for k, v in values.items()}
 
 
 def _input_pads(x_shape, w_shape, pads) -> tuple[int, int, int, int]:
@@ -288,7 +289,7 @@ def max_pool_with_index(x: jnp.ndarray, window: tuple[int, int]):
     jax.ShapeDtypeStruct((n, h // kh, w // kw, c), x.dtype),
     jax.ShapeDtypeStruct((n, h // kh, w // kw, c), jnp.int8),
   )
-  return jax.ffi.ffi_call("climjax_max_pool", out)(x, kh=np.int64(kh), kw=np.int64(kw))
+  return jax.ffi.ffi_call("climjax_max_pool", out)(x, **_ints(kh=kh, kw=kw))
 
 
 def main() -> None:
