@@ -33,7 +33,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = "ar" if size == "default" else f"ar_{size}"
   config.task = "ar"
-  config.trainer = "classifier"
   config.seed = 0
 
   config.data = ml_collections.ConfigDict(

@@ -50,7 +50,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = "semisup" if size == "default" else f"semisup_{size}"
   config.task = "detection"
-  config.trainer = "detector"
   config.seed = 0
 
   config.data = ml_collections.ConfigDict(

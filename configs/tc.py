@@ -21,7 +21,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = "tc" if size == "default" else f"tc_{size}"
   config.task = "tc"
-  config.trainer = "classifier"
   config.seed = 0
 
   config.data = ml_collections.ConfigDict(

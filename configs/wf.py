@@ -31,7 +31,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = "wf" if size == "default" else f"wf_{size}"
   config.task = "wf"
-  config.trainer = "classifier"
   config.seed = 0
 
   config.data = ml_collections.ConfigDict(

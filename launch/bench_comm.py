@@ -204,7 +204,7 @@ def bench_detector(layout, args) -> dict | None:
 
   from climjax.models import detector
   from climjax.parallel import comm as comm_lib
-  from climjax.training import train_detector
+  from climjax.training import steps as steps_lib
   from climjax.training.state import create_train_state
   from configs import semisup
 
@@ -230,7 +230,7 @@ def bench_detector(layout, args) -> dict | None:
     return error, {"reconstruction": error}
 
   step = functools.partial(
-    train_detector.train_step, apply_fn=model.apply, tx=tx, loss_fn=reconstruction_loss
+    steps_lib.detector_train_step, apply_fn=model.apply, tx=tx, loss_fn=reconstruction_loss
   )
   result = step_share(
     layout,

@@ -8,14 +8,14 @@ Measures, in one process, examples per second of:
 
   pipeline  `climjax.data.pipeline.train_batches` over the tfds source that
             `tfds_builders.prepare` returns, with the training loop's
-            normalising transform (`training.train.normalizer` for TC; the same
+            normalising transform (`tasks.classification.normalizer` for TC; the same
             standardisation of "image" plus the detector's batch names for
             detection), read both record by record (array_record, every
             example parsed) and from the decoded cache (`DecodedSource`);
   train     the training step alone on one batch already in memory: the TC
             CNN's `training.steps.train_step` at batch --tc_batch (256, as
             configs/tc.py and train.py), and the detector's
-            `training.train_detector.train_step` (forward, backward and Adam
+            `training.steps.detector_train_step` (forward, backward and Adam
             update of `models.detector`) at batch 1 on 768x1152x16 snapshots,
             the network of configs/semisup.py (`--detector=default`: width 1/8,
             4 layers; `paper`: the full 133M-parameter network);
@@ -118,7 +118,8 @@ def bench_tc(args) -> dict:
 
   from climjax.data import tfds_builders
   from climjax.models import cnn
-  from climjax.training import optim, steps, train
+  from climjax.tasks import classification
+  from climjax.training import optim, steps
   from climjax.training.state import create_train_state
   from configs import tc
 
@@ -135,7 +136,7 @@ def bench_tc(args) -> dict:
   builder = tfds_builders.patches_builder(data, "tc")
   records, stats = tfds_builders.prepare(builder, key="patch", cache=False)
   decoded, _ = tfds_builders.prepare(builder, key="patch", cache=True)
-  transform = train.normalizer(stats)
+  transform = classification.normalizer(stats)
   keys, batch = ("patch", "label"), args.tc_batch
   model = cnn.make_model(config.model)
   tx = optim.make_optimizer(config.optimizer, config.train.steps)
@@ -204,7 +205,8 @@ def bench_detection(args) -> dict:
   from climjax import losses
   from climjax.data import tfds_builders
   from climjax.models import detector
-  from climjax.training import optim, train_detector
+  from climjax.training import optim
+  from climjax.training import steps as steps_lib
   from climjax.training.state import create_train_state
   from configs import semisup
 
@@ -237,7 +239,7 @@ def bench_detection(args) -> dict:
     **config.loss.to_dict(),
   )
   train_fn = jax.jit(
-    functools.partial(train_detector.train_step, apply_fn=model.apply, tx=tx, loss_fn=loss_fn),
+    functools.partial(steps_lib.detector_train_step, apply_fn=model.apply, tx=tx, loss_fn=loss_fn),
     donate_argnums=0,
   )
   fixed = jax.device_put(transform(decoded["train"].read_batch([0])))

@@ -3,14 +3,14 @@
   python launch/main.py --config=configs/tc.py [--workdir=runs/tc] [--config.train.steps=100]
 
 Platform settings (XLA flags, threads, allocator) are applied from the config
-before JAX is imported; then the trainer the config names runs. A bad config
+before JAX is imported; then the one training loop runs the task the config
+names (`config.task`) with its strategy (`config.parallel.strategy`). A bad config
 value, an unwritable workdir or bad input data ends with one line naming the
 field or file (exit status 2), not a traceback.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -26,12 +26,6 @@ from climjax import platform  # noqa: E402  (imports no JAX)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<config name>).")
-
-TRAINERS = {
-    "classifier": "climjax.training.train",
-    "detector": "climjax.training.train_detector",
-}
-
 
 def _fail(message: str) -> None:
   print(f"climjax: error: {message}", file=sys.stderr)
@@ -54,17 +48,13 @@ def main(argv: list[str]) -> None:
     platform_info = platform.apply(config.platform, argv=sys.orig_argv[1:])
   except ValueError as e:
     _fail(str(e))
-  trainer = config.get("trainer", "classifier")
-  if trainer not in TRAINERS:
-    _fail(f"trainer must be one of {sorted(TRAINERS)}, got {trainer!r}")
-
   from climjax.data.errors import DataError  # noqa: PLC0415
+  from climjax.training import train  # noqa: PLC0415  (imports JAX: after platform.apply)
   from climjax.training.validate import ConfigError  # noqa: PLC0415
 
-  module = importlib.import_module(TRAINERS[trainer])
   print(f"[climjax] platform: {platform_info}")
   try:
-    module.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir)
   except (ConfigError, DataError) as e:
     _fail(str(e))
 

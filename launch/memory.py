@@ -6,7 +6,7 @@ activations and peak RSS.
   python launch/memory.py --config=configs/semisup.py --height=192 --width=288
 
 Builds the config's network, optimizer and training step exactly as
-`launch/main.py` trains them (climjax.training.train_detector.train_step), on
+`launch/main.py` trains them (climjax.training.steps.detector_train_step), on
 random fields with a few random boxes, and reports:
 
   parameters        count and float32 bytes
@@ -55,7 +55,7 @@ def measure(config, batch: int) -> dict:
   from climjax.models import detector
   from climjax.training import optim
   from climjax.training.state import create_train_state, num_parameters
-  from climjax.training.train_detector import train_step
+  from climjax.training.steps import detector_train_step as train_step
 
   model = detector.make_detector(config.model)
   tx = optim.make_optimizer(config.optimizer, config.train.steps)

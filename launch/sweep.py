@@ -30,12 +30,10 @@ The workdir gets:
 from __future__ import annotations
 
 import csv
-import functools
 import importlib.util
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 
 # configs/ lives beside climjax/ at the repository root, not inside the package.
@@ -146,49 +144,32 @@ def read_labels(source, batch: int = 512) -> np.ndarray:
   ).astype(np.int32)
 
 
-def train_cnn_trial(config, fit_source, val_source, transform, *, steps: int) -> dict:
+def train_cnn_trial(config, fit_source, val_source, stats, *, steps: int) -> dict:
   """Trains the config's CNN for `steps` on `fit_source`; accuracy on `val_source`.
 
-  The same pieces as training/train.py (model, optimizer, pure train step,
-  input pipeline, evaluation), in a loop without checkpoints: a trial is
-  minutes long and is rerun rather than resumed.
+  The one training loop (climjax.training.train) with the fit / validation
+  parts standing for the train / test splits, in a scratch workdir: a trial
+  is minutes long and is rerun rather than resumed.
   """
-  import jax
+  import tempfile
 
-  from climjax import parallel
-  from climjax.models import cnn
-  from climjax.training import metrics as metrics_lib
-  from climjax.training import optim, train
-  from climjax.training import steps as steps_lib
-  from climjax.training.state import create_train_state
+  from climjax.tasks import classification
+  from climjax.training import train
 
   config = ml_collections.ConfigDict(config.to_dict())
   config.train.steps = steps
-  train.validate_config(config)
-  topology = parallel.setup(ml_collections.ConfigDict({"strategy": "single"}))
-  model = cnn.make_model(config.model)
-  tx = optim.make_optimizer(config.optimizer, steps)
-  shape = fit_source[0]["patch"].shape
-  state = create_train_state(model, tx, jax.random.key(config.seed), (1, *shape))
-  train_fn = jax.jit(
-    functools.partial(steps_lib.train_step, apply_fn=model.apply, tx=tx), donate_argnums=0
-  )
-  eval_fn = jax.jit(functools.partial(steps_lib.eval_step, apply_fn=model.apply))
-  batches = train.pipeline_train_batches(config, topology, fit_source, 0, transform)
-  t0 = time.time()
-  metrics = {}
-  for _ in range(steps):
-    state, metrics = train_fn(state, next(batches))
-  loss = float(jax.device_get(metrics["loss"]))
-  metrics_lib.check_finite(steps, loss, f"{config.task} sweep trial")
-  val = train.evaluate(
-    eval_fn, state.params, val_source, config=config, topology=topology, transform=transform
-  )
+  config.train.eval_every = 0
+  config.parallel.strategy = "single"
+  data = classification.task_data(config, {"train": fit_source, "test": val_source}, stats)
+  with tempfile.TemporaryDirectory(prefix="climjax_trial_") as workdir:
+    summary = train.train_and_evaluate(config, workdir, data=data)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      logged = [json.loads(line) for line in f if line.strip()]
   return {
-    "validation_accuracy": val["accuracy"],
-    "validation_loss": val["loss"],
-    "final_train_loss": loss,
-    "train_seconds": time.time() - t0,
+    "validation_accuracy": summary["test_accuracy"],
+    "validation_loss": summary["test_loss"],
+    "final_train_loss": next(r["loss"] for r in reversed(logged) if "loss" in r),
+    "train_seconds": summary["train_seconds"],
   }
 
 
@@ -203,7 +184,6 @@ def cnn_objective(config, sweep, space, log) -> tuple[Callable, Callable]:
   # The statistics span the whole training split, validation part included: the
   # final run normalises with exactly these, and per-channel means and spreads
   # carry next to nothing about the validation labels.
-  transform = train.normalizer(stats)
   labels = read_labels(sources["train"])
   fit, val = baselines.validation_split(labels, sweep.validation_fraction, sweep.seed)
   fit_source = SubsetSource(sources["train"], fit)
@@ -215,7 +195,7 @@ def cnn_objective(config, sweep, space, log) -> tuple[Callable, Callable]:
   def objective(trial: optuna.Trial) -> float:
     params = suggest(trial, space)
     result = train_cnn_trial(
-      with_params(config, params), fit_source, val_source, transform, steps=sweep.cnn_steps
+      with_params(config, params), fit_source, val_source, stats, steps=sweep.cnn_steps
     )
     for key, value in result.items():
       trial.set_user_attr(key, value)

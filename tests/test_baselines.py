@@ -5,7 +5,7 @@ import pytest
 
 from climjax.data import tfds_builders
 from climjax.evaluation import baselines, classification
-from climjax.training import train
+from climjax.tasks import classification as classification_task
 from configs import tc
 
 
@@ -70,7 +70,7 @@ def test_arrays_are_the_cnn_splits_with_the_cnn_normalisation(config, arrays):
   )
   assert arrays.x_train.shape == (400, 32 * 32 * 8) and arrays.x_test.shape == (200, 32 * 32 * 8)
   assert arrays.x_train.dtype == np.float32 and arrays.source == "synthetic"
-  transform = train.normalizer(stats)
+  transform = classification_task.normalizer(stats)  # what the CNN trains on
   row = sources["test"][7]
   expected = transform({"patch": row["patch"][None], "label": np.array([row["label"]])})
   np.testing.assert_array_equal(arrays.x_test[7], expected["patch"].reshape(-1))

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from climjax.data import fields
 from climjax.models import detector
-from climjax.training import train_detector
+from climjax.tasks import detection
+from climjax.training import train
 from climjax.training.validate import ConfigError
 from configs import semisup, semisup_labels
 
@@ -17,7 +19,7 @@ from configs import semisup, semisup_labels
 @pytest.fixture(scope="module", autouse=True)
 def generate_once():
   # The resumed run regenerates the same synthetic fields; generate them once.
-  original, cache = train_detector.load_split, {}
+  original, cache = detection.load_split, {}
 
   def load_split(data_config, split, **kwargs):
     key = (repr(data_config), split, repr(sorted(kwargs.items())))
@@ -25,9 +27,9 @@ def generate_once():
       cache[key] = original(data_config, split, **kwargs)
     return cache[key]
 
-  train_detector.load_split = load_split
+  detection.load_split = load_split
   yield
-  train_detector.load_split = original
+  detection.load_split = original
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def tiny_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("semisup_tiny"))
   config = semisup.get_config("tiny")
   config.data.labelled_fraction = 0.5
-  summary = train_detector.train_and_evaluate(config, workdir)
+  summary = train.train_and_evaluate(config, workdir)
   return config, workdir, summary
 
 
@@ -78,7 +80,7 @@ def test_resume_continues_from_the_checkpoint(tiny_run):
   config = semisup.get_config("tiny")
   config.data.labelled_fraction = 0.5
   config.train.steps = 8
-  summary = train_detector.train_and_evaluate(config, workdir)
+  summary = train.train_and_evaluate(config, workdir)
   assert summary["resumed_from_step"] == 6 and summary["steps"] == 8
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     steps = [json.loads(line)["step"] for line in f]
@@ -86,23 +88,23 @@ def test_resume_continues_from_the_checkpoint(tiny_run):
 
 
 def test_labelled_mask():
-  mask = train_detector.labelled_mask(100, 0.25, seed=3)
+  mask = fields.labelled_mask(100, 0.25, seed=3)
   assert mask.sum() == 25
-  np.testing.assert_array_equal(mask, train_detector.labelled_mask(100, 0.25, seed=3))
-  assert train_detector.labelled_mask(10, 0.0, seed=0).sum() == 0
+  np.testing.assert_array_equal(mask, fields.labelled_mask(100, 0.25, seed=3))
+  assert fields.labelled_mask(10, 0.0, seed=0).sum() == 0
 
 
 def test_configs_validate():
   for arg in (None, "tiny", "paper"):
-    train_detector.validate_config(semisup.get_config(arg))
+    train.validate_config(semisup.get_config(arg))
   bad = semisup.get_config("tiny")
   bad.data.height = 60
   with pytest.raises(ConfigError, match="multiples of the 8-pixel cell"):
-    train_detector.validate_config(bad)
+    train.validate_config(bad)
   bad = semisup.get_config("tiny")
   bad.data.labelled_fraction = 1.5
   with pytest.raises(ConfigError, match="labelled_fraction"):
-    train_detector.validate_config(bad)
+    train.validate_config(bad)
 
 
 def test_paper_config_network():
@@ -125,7 +127,7 @@ def test_label_sweep():
       if key != "name":
         section, field = key.split(".")
         config[section][field] = value
-    train_detector.validate_config(config)
+    train.validate_config(config)
 
 
 @pytest.mark.parametrize("temporal, images_per_window", [("pool", 1), ("keep", 2)])
@@ -137,7 +139,7 @@ def test_3d_network_trains_on_windows_of_fields(tmp_path, temporal, images_per_w
   config.model.conv_impl = "xla"  # compiles faster; the kernels are tested in test_detector
   config.train.steps = 2
   config.data.num_train, config.data.num_test = 6, 3
-  summary = train_detector.train_and_evaluate(config, str(tmp_path))
+  summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary["steps"] == 2 and math.isfinite(summary["reconstruction_mse"])
   with xr.open_dataset(tmp_path / "predictions.nc") as ds:
     # "pool" predicts the last field of each window, "keep" both fields.
@@ -146,7 +148,7 @@ def test_3d_network_trains_on_windows_of_fields(tmp_path, temporal, images_per_w
 
 def test_windows_view():
   snapshots = np.arange(5 * 2 * 3 * 1, dtype=np.float32).reshape(5, 2, 3, 1)
-  windows = train_detector.Windows(snapshots, 3)
+  windows = fields.Windows(snapshots, 3)
   assert windows.shape == (3, 3, 2, 3, 1) and len(windows) == 3
   np.testing.assert_array_equal(windows[1], snapshots[1:4])
   np.testing.assert_array_equal(windows[-1], snapshots[2:5])
@@ -184,7 +186,7 @@ def test_trains_on_extremeweather_files(tmp_path, extremeweather_file):
   config.data.input = path
   config.data.data_dir = str(tmp_path / "tfds")
   config.data.num_train = config.data.num_test = 0  # every snapshot: 8 train, 2 test
-  summary = train_detector.train_and_evaluate(config, str(tmp_path / "run"))
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert summary["data_source"] == "extremeweather"
   assert summary["num_test_fields"] == 2
   assert summary["num_test_boxes"] == int((rows[8:, :, 4] >= 0).sum())
@@ -201,11 +203,11 @@ def test_file_grid_must_match_the_config(tmp_path, extremeweather_file):
   config.data.data_dir = str(tmp_path / "tfds")
   config.data.height, config.data.width = 128, 192
   with pytest.raises(ConfigError, match=r"64x96 grid .* --config.data.height=64"):
-    train_detector.train_and_evaluate(config, str(tmp_path / "run"))
+    train.train_and_evaluate(config, str(tmp_path / "run"))
 
 
 def test_file_source_needs_input(tmp_path):
   config = semisup.get_config("tiny")
   config.data.source = "netcdf"
   with pytest.raises(ConfigError, match="needs data.input"):
-    train_detector.train_and_evaluate(config, str(tmp_path / "run"))
+    train.train_and_evaluate(config, str(tmp_path / "run"))

@@ -201,3 +201,19 @@ def normalize(x: np.ndarray, stats: dict, channels: Sequence[str] | None = None)
     raise ValueError(f"x has {x.shape[-1]} channels, the statistics {len(mean)}")
   scale = 1.0 / np.where(std > 0, std, 1.0)
   return ((x - mean.astype(np.float32)) * scale.astype(np.float32)).astype(np.float32)
+
+
+def normalizer(stats: dict, key: str):
+  """Batch transform: `batch[key]` standardised per channel with training-split statistics.
+
+  The other entries pass through. The spread is floored at 1e-6 (a constant
+  channel is only centred, up to that floor). Used by the training tasks and
+  the baselines alike, so both see the same inputs.
+  """
+  mean = np.asarray(stats["mean"], np.float32)
+  std = np.maximum(np.asarray(stats["std"], np.float32), 1e-6)
+
+  def transform(batch: dict) -> dict:
+    return {**batch, key: (batch[key] - mean) / std}
+
+  return transform

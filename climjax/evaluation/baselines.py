@@ -3,7 +3,7 @@
 scikit-learn estimators (nothing reimplemented) trained on the CNN's own data:
 the same tfds train/test splits (`tfds_builders.prepare`), standardised by the
 same transform with the same training-split statistics
-(`training.train.normalizer`), then flattened to one feature vector per patch.
+(`climjax.data.stats.normalizer`, which the CNN's task applies too), then flattened to one feature vector per patch.
 
 Two documented reductions keep them affordable on a laptop, and both are set
 per task in the config's `get_sweep()["baselines"]`:
@@ -38,6 +38,7 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from climjax.data import tfds_builders
+from climjax.data.stats import normalizer as channel_normalizer
 from climjax.evaluation import classification
 
 METHODS = ("lr", "knn", "svm", "rf")
@@ -112,13 +113,10 @@ def load_arrays(
   dataset `launch/main.py` trains the CNN on). With `max_train`, a fixed random
   subset (drawn with `seed`) of the training split is kept.
   """
-  # Imported here: the normaliser lives with the training loop (which imports JAX),
-  # and using that very function is what guarantees the CNN's normalisation.
-  from climjax.training import train
-
   builder = tfds_builders.patches_builder(config.data, config.task)
   sources, stats = tfds_builders.prepare(builder, key="patch")
-  transform = train.normalizer(stats)
+  # The very function the CNN task (climjax.tasks.classification) standardises with.
+  transform = channel_normalizer(stats, "patch")
   n_train = len(sources["train"])
   train_index = np.arange(n_train)
   if max_train is not None and max_train < n_train:

@@ -19,6 +19,7 @@ from jax.experimental import io_callback
 from mpi4py import MPI
 
 from climjax.parallel import comm as comm_lib
+from climjax.parallel.strategy import Topology
 
 
 def allreduce_sum(comm: MPI.Comm) -> Callable[[jax.Array], jax.Array]:
@@ -102,8 +103,6 @@ def straggler_delay(parallel_config, rank: int) -> float:
 
 def setup(parallel_config):
   """Topology for synchronous training over every MPI rank."""
-  from climjax.parallel import Topology  # the package imports this module lazily
-
   layout = comm_lib.layout("sync")
   return Topology(
     strategy="sync",

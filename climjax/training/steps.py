@@ -1,4 +1,4 @@
-"""Pure train and eval steps for the patch classifiers.
+"""Pure train, eval and predict steps: the patch classifiers' and the detector's.
 
 Bound with `functools.partial` and compiled once with `jax.jit(donate_argnums=0)`.
 Parallelism enters only through `reduce_grads` (identity in one process, an
@@ -18,12 +18,12 @@ from climjax.training.state import TrainState
 
 
 def train_step(
-    state: TrainState,
-    batch: dict,
-    *,
-    apply_fn: Callable,
-    tx: optax.GradientTransformation,
-    reduce_grads: Callable = lambda g: g,
+  state: TrainState,
+  batch: dict,
+  *,
+  apply_fn: Callable,
+  tx: optax.GradientTransformation,
+  reduce_grads: Callable = lambda g: g,
 ) -> tuple[TrainState, dict]:
   def loss_fn(params):
     logits = apply_fn({"params": params}, batch["patch"], train=True)
@@ -34,11 +34,11 @@ def train_step(
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
-      "loss": loss,
-      "accuracy": parts["accuracy"],
-      "grad_norm": optax.tree.norm(grads),
-      "update_norm": optax.tree.norm(updates),
-      "param_norm": optax.tree.norm(params),
+    "loss": loss,
+    "accuracy": parts["accuracy"],
+    "grad_norm": optax.tree.norm(grads),
+    "update_norm": optax.tree.norm(updates),
+    "param_norm": optax.tree.norm(params),
   }
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -50,11 +50,59 @@ def eval_step(params, batch: dict, *, apply_fn: Callable) -> dict:
   xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
   predicted = jnp.argmax(logits, -1)
   return {
-      "correct": jnp.sum((predicted == batch["label"]) * mask),
-      "loss_sum": jnp.sum(xent * mask),
-      "count": jnp.sum(mask),
-      # Confusion counts for the positive class (label 1 = event).
-      "true_positive": jnp.sum((predicted == 1) * (batch["label"] == 1) * mask),
-      "false_positive": jnp.sum((predicted == 1) * (batch["label"] == 0) * mask),
-      "false_negative": jnp.sum((predicted == 0) * (batch["label"] == 1) * mask),
+    "correct": jnp.sum((predicted == batch["label"]) * mask),
+    "loss_sum": jnp.sum(xent * mask),
+    "count": jnp.sum(mask),
+    # Confusion counts for the positive class (label 1 = event).
+    "true_positive": jnp.sum((predicted == 1) * (batch["label"] == 1) * mask),
+    "false_positive": jnp.sum((predicted == 1) * (batch["label"] == 0) * mask),
+    "false_negative": jnp.sum((predicted == 0) * (batch["label"] == 1) * mask),
+  }
+
+
+def detector_train_step(
+  state: TrainState,
+  batch: dict,
+  *,
+  apply_fn: Callable,
+  tx: optax.GradientTransformation,
+  loss_fn: Callable,
+  reduce_grads: Callable = lambda g: g,
+) -> tuple[TrainState, dict]:
+  def objective(params):
+    outputs = apply_fn({"params": params}, batch["fields"], train=True)
+    return loss_fn(
+      outputs=outputs,
+      inputs=batch["fields"],
+      boxes=batch["boxes"],
+      box_classes=batch["box_classes"],
+      box_mask=batch["box_mask"],
+      labelled=batch["labelled"],
+    )
+
+  (loss, parts), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+  grads = reduce_grads(grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+    "loss": loss,
+    **parts,
+    "labelled_examples": jnp.sum(batch["labelled"]),
+    "grad_norm": optax.tree.norm(grads),
+    "update_norm": optax.tree.norm(updates),
+    "param_norm": optax.tree.norm(params),
+  }
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def predict_step(params, fields: jnp.ndarray, *, apply_fn: Callable) -> dict:
+  """Head outputs and the per-example reconstruction squared error (summed)."""
+  outputs = apply_fn({"params": params}, fields, train=False)
+  axes = tuple(range(1, fields.ndim))
+  return {
+    "objectness": outputs["objectness"],
+    "classes": outputs["classes"],
+    "boxes": outputs["boxes"],
+    "squared_error": jnp.sum(jnp.square(outputs["reconstruction"] - fields), axis=axes),
+    "reconstruction": outputs["reconstruction"],
   }

@@ -1,15 +1,22 @@
-"""The patch-classifier training loop (TC, AR, WF): config in, workdir out.
+"""The training loop: config in, workdir out, for every task under every strategy.
 
-One linear loop, meant to be read and forked (the detector's loop in
-train_detector.py is such a fork). What it leaves in the workdir:
+One linear loop, meant to be read top to bottom (and forked for an
+experiment). What is trained comes from the task module that `config.task`
+names (climjax/tasks/: data, model, train step, evaluation, outputs); how
+gradients and parameters move comes from the strategy that
+`config.parallel.strategy` names (climjax/parallel/: single, sync, hybrid).
+On a hybrid parameter-server rank the strategy serves instead of training.
 
-  config.json     the resolved config and platform settings
-  checkpoints/    orbax checkpoints; a rerun with the same workdir resumes
+What it leaves in the workdir (the chief writes):
+
+  config.json     the resolved config
+  checkpoints/    orbax checkpoints (hybrid: parameter_servers/, one shard each);
+                  a rerun with the same workdir resumes
   metrics.jsonl   one JSON object per logged step
-  eval/           accuracy tables (CSV and Markdown)
-  plots/          training curves
-  summary.json    test_accuracy, train_accuracy, steps, examples_per_second,
-                  wall_seconds, ... (names that scripts rely on)
+  eval/           the task's tables (accuracy, or AP per class)
+  plots/          curves.png and the task's plots
+  summary.json    the task's results plus steps, examples_per_second,
+                  wall_seconds, num_parameters, ... (names that scripts rely on)
 """
 
 from __future__ import annotations
@@ -23,268 +30,211 @@ import jax
 import ml_collections
 import numpy as np
 
-from climjax import checkpointing, parallel
-from climjax.data import pipeline, tfds_builders
-from climjax.models import cnn
+from climjax import parallel, tasks
+from climjax.data import pipeline
 from climjax.training import metrics as metrics_lib
-from climjax.training import optim, steps, validate
+from climjax.training import optim, validate
 from climjax.training.metrics import write_json
-from climjax.training.state import TrainState, create_train_state, num_parameters
-
-TASKS = ("tc", "ar", "wf")
+from climjax.training.state import num_parameters
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
+def validate_config(config: ml_collections.ConfigDict):
+  """Checks the fields every run shares and the task's own; returns the task module."""
   validate.common_checks(config)
-  validate.one_of(config, "task", TASKS)
-  validate.one_of(config, "model.name", cnn.MODELS)
-  validate.one_of(config, "model.conv_impl", ("xla", "fast"))
-  validate.one_of(config, "data.source", ("synthetic", "netcdf", "extremeweather"))
-  # For file sources 0 means "every example the files hold".
-  from_files = config.data.source != "synthetic"
-  validate.positive_int(config, "data.num_train", allow_zero=from_files)
-  validate.positive_int(config, "data.num_test", allow_zero=from_files)
-  validate.positive_int(config, "train.eval_batch_size")
+  task = tasks.get(config.get("task"))
+  task.validate_config(config)
+  return task
 
 
-def normalizer(stats: dict):
-  """Batch transform: per-channel standardisation with training-split statistics."""
-  mean = np.asarray(stats["mean"], np.float32)
-  std = np.maximum(np.asarray(stats["std"], np.float32), 1e-6)
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, data: tasks.TaskData | None = None
+) -> dict:
+  """Trains the configured task with the configured strategy, evaluates, writes the workdir.
 
-  def transform(batch: dict) -> dict:
-    return {
-        "patch": (batch["patch"] - mean) / std,
-        "label": batch["label"].astype(np.int32),
-    }
-
-  return transform
-
-
-def prepare_data(config, topology: parallel.Topology):
-  """Builds the task's dataset (the chief first, the others wait) -> (sources, stats)."""
-  if topology.is_chief:
-    sources, stats = tfds_builders.prepare(
-        tfds_builders.patches_builder(config.data, config.task), key="patch"
-    )
-  topology.barrier()
-  if not topology.is_chief:
-    # Only now: a builder made before the chief finished would see no splits.
-    sources, stats = tfds_builders.prepare(
-        tfds_builders.patches_builder(config.data, config.task), key="patch"
-    )
-  return sources, stats
+  Every MPI rank calls it. Returns the summary (complete on the chief). `data`
+  replaces the task's own data (e.g. a sweep's fit / validation split of the
+  training set); by default the task loads it from `config.data`.
+  """
+  task = validate_config(config)
+  try:
+    strategy = parallel.make_strategy(config.parallel)
+  except ValueError as e:  # ranks that cannot be laid out as configured
+    raise validate.ConfigError(str(e)) from None
+  with strategy.guard():
+    try:
+      return _train_and_evaluate(config, workdir, task, strategy, data)
+    finally:
+      strategy.close()
 
 
-def evaluate(eval_fn, params, source, *, config, topology, transform) -> dict:
-  """Accuracy, loss, precision and recall over a whole split (all ranks' shards summed)."""
-  totals: dict[str, float] = {}
-  for batch in _eval_batches(source, config, topology, transform):
-    for key, value in eval_fn(params, batch).items():
-      totals[key] = totals.get(key, 0.0) + float(value)
-  keys = sorted(totals)
-  summed = topology.allreduce_sum(np.array([totals[k] for k in keys], np.float64))
-  totals = dict(zip(keys, summed.tolist(), strict=True))
-  count = max(totals["count"], 1.0)
-  tp, fp, fn = totals["true_positive"], totals["false_positive"], totals["false_negative"]
-  return {
-      "accuracy": totals["correct"] / count,
-      "loss": totals["loss_sum"] / count,
-      "precision": tp / max(tp + fp, 1.0),
-      "recall": tp / max(tp + fn, 1.0),
-      "count": int(totals["count"]),
-  }
-
-
-def _eval_batches(source, config, topology, transform):
-  def with_mask(batch):
-    out = transform({"patch": batch["patch"], "label": batch["label"]})
-    out["mask"] = batch["mask"]
-    return out
-
-  for batch in pipeline.eval_batches(
-      source,
-      keys=("patch", "label"),
-      batch_size=config.train.eval_batch_size,
-      shard_index=topology.data_index,
-      shard_count=topology.data_count,
-  ):
-    yield with_mask(batch)
-
-
-def write_eval_tables(workdir: str, results: dict[str, dict]) -> None:
-  """eval/accuracy.csv and eval/accuracy.md, one row per split."""
-  os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-  columns = ("accuracy", "loss", "precision", "recall", "count")
-  csv = ["split," + ",".join(columns)]
-  md = ["| split | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-  for split, r in results.items():
-    cells = [f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in columns]
-    csv.append(split + "," + ",".join(cells))
-    md.append(f"| {split} | " + " | ".join(cells) + " |")
-  for name, lines in (("accuracy.csv", csv), ("accuracy.md", md)):
-    with open(os.path.join(workdir, "eval", name), "w") as f:
-      f.write("\n".join(lines) + "\n")
-
-
-def _format_seconds(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains the configured classifier, evaluates it, and writes the workdir."""
-  if config.parallel.get("strategy", "single") == "hybrid":
-    from climjax.parallel import hybrid
-
-    return hybrid.train_and_evaluate(config, workdir)
-
+def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy, data) -> dict:
   t_start = time.time()
-  validate_config(config)
-  topology = parallel.setup(config.parallel)
+  topology = strategy.topology
   chief = topology.is_chief
   log = start_run(config, workdir, topology)
+  if strategy.describe():
+    log(f"[climjax] {strategy.describe()}")
 
-  # ---- data -------------------------------------------------------------------
-  log(f"[climjax] preparing {config.task} data ({config.data.source}) in {config.data.data_dir}")
-  sources, stats = prepare_data(config, topology)
-  transform = normalizer(stats)
-  log(f"[climjax] {len(sources['train'])} train / {len(sources['test'])} test examples")
-
-  # ---- model, optimizer, state (restored if the workdir has a checkpoint) ------
-  model = cnn.make_model(config.model)
+  # ---- data, model, initial state (identical on every rank: same seed) --------
+  if data is None:
+    data = task.load_data(config, topology, log)
+  model = task.make_model(config)
   total_steps = config.train.steps
   tx = optim.make_optimizer(config.optimizer, total_steps)
-  sample = sources["train"][0]["patch"]
-  init_state = create_train_state(model, tx, jax.random.key(config.seed), (1, *sample.shape))
-  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"))
-  state, start_step = checkpointing.restore_latest(manager, init_state)
-  if start_step:
-    log(f"[climjax] resumed from checkpoint at step {start_step}")
-  writer = metrics_lib.MetricWriter(
-      os.path.join(workdir, "metrics.jsonl"), resume_step=start_step, enabled=chief
-  )
+  step_tx = strategy.step_optimizer(tx)
+  state = task.init_state(config, model, step_tx, data)
   n_params = num_parameters(state.params)
   log(f"[climjax] model {config.model.name}: {n_params:,} parameters")
 
+  if strategy.is_server:  # a hybrid parameter server: owns the optimizer and checkpoints
+    server_summary = strategy.serve(
+      state.params,
+      tx,
+      workdir=workdir,
+      total_steps=total_steps,
+      checkpoint_every=config.train.checkpoint_every,
+    )
+    topology.barrier()  # the workers' last barrier, after the chief has written the workdir
+    return server_summary
+
   train_fn = jax.jit(
-      functools.partial(
-          steps.train_step, apply_fn=model.apply, tx=tx, reduce_grads=topology.reduce_grads
-      ),
-      donate_argnums=0,
+    functools.partial(
+      task.make_train_step(config, model), tx=step_tx, reduce_grads=topology.reduce_grads
+    ),
+    donate_argnums=0,
   )
-  eval_fn = jax.jit(functools.partial(steps.eval_step, apply_fn=model.apply))
+  eval_fn = task.make_eval_fn(config, model)
+  local_batch = topology.per_rank_batch(config.train.batch_size)
+  flops, flops_line = task.step_flops(
+    config, model, state, data, tx=step_tx, reduce_grads=topology.reduce_grads,
+    local_batch=local_batch,
+  )  # fmt: skip
+  log(f"[climjax] {flops_line}")
+  flops_per_example = flops.get("flops_per_example")
 
-  # Strong scaling: train.batch_size is the global batch; weak: it is per rank.
-  global_batch = topology.global_batch(config.train.batch_size)
-  # FLOPs of the model as XLA's formulation computes it: the fast kernels may
-  # execute structural zeros (climjax.ops.s2d) that are not the model's work.
-  reference = cnn.make_model(ml_collections.ConfigDict({**config.model, "conv_impl": "xla"}))
-  reference_fn = jax.jit(
-      functools.partial(
-          steps.train_step, apply_fn=reference.apply, tx=tx, reduce_grads=topology.reduce_grads
-      )
-  )
-  flops_per_example, analytic_per_example = step_flops(
-      reference_fn, state, sample.shape, topology.per_rank_batch(config.train.batch_size)
-  )
-  log(
-      f"[climjax] train step: {flops_per_example / 1e6:.2f} MFLOP per example "
-      f"(XLA cost analysis; analytic conv+matmul count {analytic_per_example / 1e6:.2f})"
-  )
-  batches = pipeline_train_batches(config, topology, sources["train"], start_step, transform)
+  def warm_up(state):
+    """One step on a batch of the first training example: compiles before training."""
+    items = data.train.__getitems__([0] * local_batch)
+    batch = data.transform({k: np.stack([item[k] for item in items]) for k in data.keys})
+    state, _ = train_fn(state, batch)
+    return jax.block_until_ready(state)
 
-  # ---- train ------------------------------------------------------------------
+  # ---- restore: the newest checkpoint, or the servers' parameters ------------
+  state, start_step, stop = strategy.restore(
+    state, workdir=workdir, total_steps=total_steps, warm_up=warm_up
+  )
+  start_progress = strategy.progress
+  if start_progress:
+    log(f"[climjax] resumed at step {start_progress}")
+  writer = metrics_lib.MetricWriter(
+    os.path.join(workdir, "metrics.jsonl"), resume_step=start_progress, enabled=chief
+  )
+  batches = pipeline.train_batches(
+    data.train,
+    keys=data.keys,
+    global_batch_size=topology.global_batch(config.train.batch_size),
+    shard_index=topology.data_index,
+    shard_count=topology.data_count,
+    seed=config.data.seed,
+    start_step=start_step,
+    transform=data.transform,
+    num_threads=config.data.num_threads,
+    prefetch=config.data.prefetch,
+  )
+
+  # ---- train --------------------------------------------------------------------
+  # Examples per update: this rank's batch times the ranks that all-reduce it.
+  examples = local_batch * strategy.group_size
+  eval_every = config.train.eval_every
+  next_eval = (start_progress // eval_every + 1) * eval_every if eval_every else None
   timer = metrics_lib.TrainTimer()
   window_t, window_steps = time.time(), 0
   step = start_step
-  for step in range(start_step + 1, total_steps + 1):
+  while not stop:
+    step += 1
+    t0 = time.perf_counter()
     batch = next(batches)  # a straggler's delay is injected inside the step (reduce_grads)
+    t1 = time.perf_counter()
+    strategy.timings.input += t1 - t0
     state, train_metrics = train_fn(state, batch)
-    if step == start_step + 1 or step % config.train.log_every == 0 or step == total_steps:
+    state, stop = strategy.after_step(state, step=step, examples=examples, started=t1)
+    progress = strategy.progress
+    logging = step % config.train.log_every == 0 or stop
+    if step == start_step + 1 or logging:
       train_metrics = jax.device_get(train_metrics)  # waits for the step
-      metrics_lib.check_finite(step, float(train_metrics["loss"]), f"{config.task} train split")
+      metrics_lib.check_finite(progress, float(train_metrics["loss"]), data.description)
     if step == start_step + 1:  # the first step compiles; time from its end
       jax.block_until_ready(state)
       timer.start()
     else:
-      timer.count(global_batch)
+      timer.count(examples)
     window_steps += 1
-    if step % config.train.log_every == 0 or step == total_steps:
+    if logging:
       jax.block_until_ready(state)
       now = time.time()
-      rate = window_steps * global_batch / max(now - window_t, 1e-9)
-      writer.write_scalars(
-          step,
-          {
-              **train_metrics,
-              "examples_per_second": rate,
-              "gflops_per_second": rate * flops_per_example / 1e9,
-              "wall_time": now - t_start,
-          },
-      )
+      rate = window_steps * examples / max(now - window_t, 1e-9)
+      extra = strategy.log_scalars(step)
+      scalars = {**train_metrics, **extra, "examples_per_second": rate, "wall_time": now - t_start}
+      if flops_per_example:
+        scalars["gflops_per_second"] = rate * flops_per_example / 1e9
+      writer.write_scalars(progress, scalars)
+      suffix = "".join(f" {k} {v:.2f}" if isinstance(v, float) else f" {k} {v}" for k, v in extra.items())
       log(
-          f"[climjax] step {step}/{total_steps} loss {train_metrics['loss']:.4f} "
-          f"acc {train_metrics['accuracy']:.3f} {rate:,.0f} ex/s "
-          f"eta {_format_seconds((total_steps - step) * global_batch / rate)}"
+        f"[climjax] step {progress}/{total_steps} {task.progress_text(train_metrics)} "
+        f"{rate:,.1f} ex/s{suffix} eta {_format_seconds((total_steps - progress) * examples / rate)}"
       )
       window_t, window_steps = now, 0
-    saving = step % config.train.checkpoint_every == 0 or step == total_steps
-    evaluating = config.train.eval_every and step % config.train.eval_every == 0 and step < total_steps
+    saving = strategy.saves_now(every=config.train.checkpoint_every, stop=stop)
+    evaluating = bool(
+      next_eval and strategy.evaluates_during_training and progress >= next_eval and not stop
+    )
     if saving or evaluating:
       jax.block_until_ready(state)
       timer.pause()
-    if saving and chief:
-      checkpointing.save(manager, step, state)
+    if saving:
+      strategy.save(state)
     if evaluating:
-      test = evaluate(eval_fn, state.params, sources["test"], config=config, topology=topology, transform=transform)
-      writer.write_scalars(step, {"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
-      log(f"[climjax] step {step}: test accuracy {test['accuracy']:.4f}")
+      scalars, line = task.evaluate_during_training(
+        config, eval_fn, state.params, data, strategy.eval_topology
+      )
+      writer.write_scalars(progress, scalars)
+      if line:
+        log(f"[climjax] step {progress}: {line}")
+      next_eval = (progress // eval_every + 1) * eval_every
     if saving or evaluating:
       timer.start()
       window_t = time.time()  # the logged rate counts training time only
   jax.block_until_ready(state)
   timer.stop()
-  manager.wait_until_finished()
-  # Wall time includes compilation; throughput excludes it (TrainTimer).
+  params, strategy_summary = strategy.finish(state)
   train_seconds = time.time() - t_start
 
   # ---- evaluate and write the workdir ------------------------------------------
-  results = {
-      split: evaluate(eval_fn, state.params, sources[split], config=config, topology=topology, transform=transform)
-      for split in ("train", "test")
-  }
-  log(
-      f"[climjax] train accuracy {results['train']['accuracy']:.4f}, "
-      f"test accuracy {results['test']['accuracy']:.4f}"
-  )
   summary = {
-      "task": config.task,
-      "data_source": config.data.source,
-      "test_accuracy": results["test"]["accuracy"],
-      "train_accuracy": results["train"]["accuracy"],
-      "test_loss": results["test"]["loss"],
-      "steps": int(step),
-      "resumed_from_step": int(start_step),
-      "examples_per_second": timer.examples_per_second,
-      "flops_per_example": flops_per_example,
-      "analytic_flops_per_example": analytic_per_example,
-      "gflops_per_second": (
-          timer.examples_per_second * flops_per_example / 1e9 if timer.examples_per_second else None
-      ),
-      "train_seconds": train_seconds,
-      "wall_seconds": time.time() - t_start,
-      "num_parameters": n_params,
-      "train_step_compilations": train_fn._cache_size(),
-      "parallel_strategy": topology.strategy,
-      "num_ranks": topology.size,
+    "task": config.task,
+    "data_source": config.data.source,
+    **task.evaluate_and_write(config, workdir, eval_fn, params, data, topology, log),
+    "steps": int(strategy.progress),
+    "resumed_from_step": int(start_progress),
+    "examples_per_second": timer.examples_per_second,
+    **flops,
+    "train_seconds": train_seconds,
+    "num_parameters": n_params,
+    "train_step_compilations": train_fn._cache_size(),
+    "parallel_strategy": strategy.name,
+    "num_ranks": topology.size,
+    **strategy_summary,
   }
+  if flops_per_example:
+    eps = summary["examples_per_second"]
+    summary["gflops_per_second"] = eps * flops_per_example / 1e9 if eps else None
   if chief:
-    write_eval_tables(workdir, results)
     _plot_curves(workdir)
+    summary["wall_seconds"] = time.time() - t_start
     write_json(os.path.join(workdir, "summary.json"), summary)
     log(f"[climjax] wrote {os.path.join(workdir, 'summary.json')}")
-  manager.close()
+  topology.barrier()
+  summary["wall_seconds"] = time.time() - t_start
   return summary
 
 
@@ -300,38 +250,9 @@ def start_run(config, workdir: str, topology) -> Callable[..., None]:
   return print if topology.is_chief else (lambda *a, **k: None)
 
 
-def step_flops(train_fn, state, example_shape, local_batch: int) -> tuple[float, float]:
-  """(XLA's, analytic) FLOPs of one train step per example, from abstract shapes.
-
-  XLA's count comes from the cost analysis of the compiled step (it includes
-  elementwise work); the analytic one counts only convolutions and matrix
-  products, as a cross-check.
-  """
-  from climjax.ops import flops
-
-  abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-  batch = {
-      "patch": jax.ShapeDtypeStruct((local_batch, *example_shape), np.float32),
-      "label": jax.ShapeDtypeStruct((local_batch,), np.int32),
-  }
-  xla = flops.xla_flops(train_fn, abstract_state, batch)
-  analytic = flops.analytic_flops(train_fn, abstract_state, batch)
-  return (xla if xla is not None else analytic) / local_batch, analytic / local_batch
-
-
-def pipeline_train_batches(config, topology, source, start_step: int, transform):
-  return pipeline.train_batches(
-      source,
-      keys=("patch", "label"),
-      global_batch_size=topology.global_batch(config.train.batch_size),
-      shard_index=topology.data_index,
-      shard_count=topology.data_count,
-      seed=config.data.seed,
-      start_step=start_step,
-      transform=transform,
-      num_threads=config.data.num_threads,
-      prefetch=config.data.prefetch,
-  )
+def _format_seconds(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def _plot_curves(workdir: str) -> None:
@@ -339,6 +260,3 @@ def _plot_curves(workdir: str) -> None:
 
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
   plots.plot_curves(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "plots", "curves.png"))
-
-
-__all__ = ["TrainState", "train_and_evaluate", "validate_config", "evaluate", "prepare_data"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
+from climjax.errors import ConfigError
 
-class ConfigError(ValueError):
-  """A config value or the workdir is unusable; the message names the field."""
+__all__ = ["ConfigError", "common_checks", "ensure_workdir", "one_of", "positive_float", "positive_int"]
 
 
 def _get(config, dotted: str):
@@ -55,6 +55,15 @@ def common_checks(config) -> None:
   positive_int(config, "optimizer.warmup_steps", allow_zero=True)
   positive_int(config, "platform.threads", allow_zero=True)
   one_of(config, "parallel.strategy", parallel.STRATEGIES)
+  if (
+    config.parallel.strategy == "hybrid"
+    and float(config.optimizer.get("grad_clip_norm", 0.0)) > 0
+    and int(config.parallel.get("num_servers", 1)) > 1
+  ):
+    raise ConfigError(
+      "optimizer.grad_clip_norm clips by the global norm, but with parallel.num_servers > 1 "
+      "each server sees only its shard: use one server or no clipping"
+    )
 
 
 def ensure_workdir(workdir: str) -> None:
