@@ -145,8 +145,12 @@ def test_generate_fields_deterministic_and_prefix_stable(snapshots):
   assert pd_equal
   # Steps 3-5 generated on their own equal steps 3-5 of the longer run.
   ds3, events3 = synthetic.generate_fields(3, seed=0, nlat=NLAT, nlon=NLON, start=3)
+  # float32 rounding differs with the length of the arrays (vector remainders):
+  # the tolerance is relative to each field's own scale.
   for name in ("PSL", "TMQ", "U850", "PRECT"):
-    np.testing.assert_allclose(ds3[name].values, ds[name].values[3:], rtol=1e-5, atol=1e-6)
+    reference = ds[name].values[3:]
+    scale = float(np.abs(reference).max())
+    np.testing.assert_allclose(ds3[name].values, reference, rtol=1e-5, atol=1e-5 * scale)
   later = events[events.time_index >= 3].drop(columns="time_index").reset_index(drop=True)
   np.testing.assert_array_equal(later.track_id, events3.track_id)
   other, _ = synthetic.generate_fields(1, seed=1, nlat=NLAT, nlon=NLON)
