@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import needs_mpi
 
 from climjax import parallel
 from climjax.parallel import environment
@@ -28,18 +29,6 @@ PROTOCOL = os.path.join(REPO, "tests", "mpi", "protocol.py")
 MPI_TIMEOUT_S = 240  # a hang fails the test instead of stalling CI
 
 
-def _mpi_available() -> bool:
-  try:
-    import mpi4jax  # noqa: F401
-    import mpi4py  # noqa: F401
-
-    environment.find_mpiexec()
-  except (ImportError, FileNotFoundError):
-    return False
-  return True
-
-
-needs_mpi = pytest.mark.skipif(not _mpi_available(), reason="MPI extra not installed")
 
 
 def _config(**values) -> ml_collections.ConfigDict:

@@ -18,9 +18,9 @@ import types
 import jax
 import numpy as np
 import pytest
+from conftest import needs_mpi
 
 from climjax import checkpointing
-from climjax.parallel import environment
 from climjax.tasks import detection
 from climjax.training import optim, train
 from configs import semisup
@@ -37,18 +37,6 @@ OVERRIDES = {
 }
 
 
-def _mpi_available() -> bool:
-  try:
-    import mpi4jax  # noqa: F401
-    import mpi4py  # noqa: F401
-
-    environment.find_mpiexec()
-  except (ImportError, FileNotFoundError):
-    return False
-  return True
-
-
-needs_mpi = pytest.mark.skipif(not _mpi_available(), reason="MPI extra not installed")
 
 
 def _config(**overrides):

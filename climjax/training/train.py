@@ -178,7 +178,9 @@ def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy,
       if flops_per_example:
         scalars["gflops_per_second"] = rate * flops_per_example / 1e9
       writer.write_scalars(progress, scalars)
-      suffix = "".join(f" {k} {v:.2f}" if isinstance(v, float) else f" {k} {v}" for k, v in extra.items())
+      suffix = "".join(
+        f" {k} {v:.2f}" if isinstance(v, float) else f" {k} {v}" for k, v in extra.items()
+      )
       log(
         f"[climjax] step {progress}/{total_steps} {task.progress_text(train_metrics)} "
         f"{rate:,.1f} ex/s{suffix} eta {_format_seconds((total_steps - progress) * examples / rate)}"
@@ -259,4 +261,6 @@ def _plot_curves(workdir: str) -> None:
   from climjax import plots
 
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
-  plots.plot_curves(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "plots", "curves.png"))
+  plots.plot_curves(
+    os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "plots", "curves.png")
+  )
