@@ -17,6 +17,21 @@ from climjax import losses
 from climjax.training.state import TrainState
 
 
+def _update(state: TrainState, objective: Callable, *, tx, reduce_grads):
+  """The shared update: gradients of `objective(params) -> (loss, parts)`, reduced
+  (identity, or an all-reduce), applied by `tx`; with the norms every step logs."""
+  (loss, parts), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+  grads = reduce_grads(grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  norms = {
+    "grad_norm": optax.tree.norm(grads),
+    "update_norm": optax.tree.norm(updates),
+    "param_norm": optax.tree.norm(params),
+  }
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), loss, parts, norms
+
+
 def train_step(
   state: TrainState,
   batch: dict,
@@ -29,18 +44,13 @@ def train_step(
     logits = apply_fn({"params": params}, batch["patch"], train=True)
     return losses.softmax_cross_entropy(logits=logits, labels=batch["label"])
 
-  (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads = reduce_grads(grads)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  state, loss, parts, norms = _update(state, loss_fn, tx=tx, reduce_grads=reduce_grads)
   metrics = {
     "loss": loss,
     "accuracy": parts["accuracy"],
-    "grad_norm": optax.tree.norm(grads),
-    "update_norm": optax.tree.norm(updates),
-    "param_norm": optax.tree.norm(params),
+    **norms,
   }
-  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  return state, metrics
 
 
 def eval_step(params, batch: dict, *, apply_fn: Callable) -> dict:
@@ -80,19 +90,14 @@ def detector_train_step(
       labelled=batch["labelled"],
     )
 
-  (loss, parts), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-  grads = reduce_grads(grads)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  state, loss, parts, norms = _update(state, objective, tx=tx, reduce_grads=reduce_grads)
   metrics = {
     "loss": loss,
     **parts,
     "labelled_examples": jnp.sum(batch["labelled"]),
-    "grad_norm": optax.tree.norm(grads),
-    "update_norm": optax.tree.norm(updates),
-    "param_norm": optax.tree.norm(params),
+    **norms,
   }
-  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  return state, metrics
 
 
 def predict_step(params, fields: jnp.ndarray, *, apply_fn: Callable) -> dict:
