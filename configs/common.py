@@ -38,12 +38,21 @@ def platform_config() -> ml_collections.ConfigDict:
 def parallel_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
       {
-          "strategy": "single",  # single | sync | hybrid
+          "strategy": "single",  # single | sync | hybrid | simulated
           "num_groups": 1,  # hybrid: compute groups
           "num_servers": 0,  # hybrid: parameter-server ranks
           "scaling": "strong",  # strong: global batch fixed; weak: per-rank batch fixed
           "straggler_rank": -1,  # experiments: this rank sleeps straggler_delay s per step
           "straggler_delay": 0.0,
+          # 1: all-reduce on a host thread while the next step computes; updates
+          # applied one step late (Kurth et al. 2018). single / sync only.
+          "gradient_lag": 0,
+          # simulated: each update's staleness drawn from these counts by staleness
+          # ("5,12,3"; a hybrid run's staleness_histogram), else Poisson with mean
+          # staleness_per_group x (num_groups - 1).
+          "staleness_histogram": "",
+          "staleness_per_group": 1.0,
+          "staleness_seed": 0,
       }
   )
 

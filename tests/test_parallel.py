@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import needs_mpi
+from conftest import check_time_split, needs_mpi
 
 from climjax import parallel
 from climjax.parallel import environment
@@ -173,7 +173,8 @@ def test_gradient_capture_returns_the_reduced_gradients_and_keeps_params():
 def test_summary_aggregates_ranks():
   from climjax.parallel import parameter_server as ps
 
-  timings = {"compute": 6.0, "communication": 2.0, "waiting": 1.0, "input": 1.0}
+  timings = {"compute": 6.0, "communication": 2.0, "waiting": 1.0, "input": 1.0,
+             "steps": 4, "wall": 10.5}  # fmt: skip
   ranks = [
     {
       "role": "worker",
@@ -204,7 +205,52 @@ def test_summary_aggregates_ranks():
   assert summary["staleness_max"] == 4 and summary["staleness_mean"] == pytest.approx(8 / 6)
   assert summary["staleness_histogram"] == [2, 2, 1, 0, 1]
   assert summary["communication_fraction"] == pytest.approx(0.2)
+  # The time split is per step of the mean worker (the servers' own is left out).
+  assert summary["compute_seconds"] == pytest.approx(1.5)
+  assert summary["communication_seconds"] == pytest.approx(0.5)
+  assert summary["wait_seconds"] == summary["input_seconds"] == pytest.approx(0.25)
+  assert summary["step_seconds"] == pytest.approx(10.5 / 4)
   assert summary["server_updates"] == 6 and summary["updates_by_group"] == [4, 2]
+
+
+def test_gradient_lag_applies_each_update_one_step_late(tmp_path):
+  """LaggedStrategy by hand on a quadratic with SGD: step k's gradient is applied
+  after step k+1 has computed its own, and the last one at the end (a flush)."""
+  import optax
+
+  from climjax.parallel import lag
+  from climjax.training.state import TrainState
+
+  target, lr, steps = np.array([3.0, -1.0], np.float32), 0.1, 6
+  strategy = lag.LaggedStrategy(parallel.Topology(), {}, None)
+  step_tx = strategy.step_optimizer(optax.sgd(lr))
+  params = {"w": jnp.array([1.0, 2.0])}
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=step_tx.init(params))
+
+  @jax.jit
+  def train_step(state):
+    grads = jax.tree.map(lambda w: w - target, state.params)
+    updates, opt_state = step_tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(params=params, opt_state=opt_state)
+
+  state, start, stop = strategy.restore(
+    state, workdir=str(tmp_path), total_steps=steps, checkpoint_every=0, warm_up=None
+  )
+  assert (start, stop) == (0, False)
+  w, previous_grad = np.array([1.0, 2.0]), np.zeros(2)
+  for step in range(1, steps + 1):
+    np.testing.assert_allclose(state.params["w"], w, rtol=1e-6)  # where step's gradient is taken
+    grad = w - target
+    state, stop = strategy.after_step(train_step(state), step=step, examples=1, started=0.0)
+    w = w - lr * previous_grad  # the previous step's gradient, applied now
+    previous_grad = grad
+    assert stop == (step == steps)
+  w = w - lr * previous_grad  # the flush after the last step
+  final, split = strategy.finish(state)
+  np.testing.assert_allclose(final["w"], w, rtol=1e-6)
+  assert split["gradient_lag"] == 1
+  strategy.close()
 
 
 def test_mpi_environment_one_thread_per_rank_and_oversubscription():
@@ -333,6 +379,10 @@ def test_training_loop_sync_and_hybrid_one_group_agree(tc_data_dir, tmp_path):
   assert hybrid["staleness_max"] == 0
   # Same batches, same updates: the same model up to float rounding.
   assert hybrid["test_loss"] == pytest.approx(sync["test_loss"], abs=1e-4)
+  # Both split their steps into compute, communication, waiting and input.
+  for summary in (sync, hybrid):
+    check_time_split(summary)
+    assert summary["communication_seconds"] > 0
   for key in (
     "examples_per_second_by_group",
     "staleness_mean",
@@ -370,3 +420,25 @@ def test_straggler_delay_is_inside_the_step():
   out = jax.block_until_ready(step(tree))
   assert time.perf_counter() - t0 >= 0.3
   np.testing.assert_array_equal(out["b"], tree["b"])
+
+
+@needs_mpi
+def test_gradient_lag_under_mpi_is_the_one_process_lag(tc_data_dir, tmp_path):
+  """sync + gradient_lag=1 on 2 ranks (all-reduce on a host thread, overlapped)
+  trains the same model as one process with the lag and the global batch."""
+  from climjax.training import train
+  from configs import tc
+
+  common = ("--config.train.steps=30", "--config.train.eval_every=0")
+  lagged = _mpirun(2, tmp_path / "sync", tc_data_dir, "--config.parallel.strategy=sync",
+                   "--config.parallel.gradient_lag=1", *common)  # fmt: skip
+  assert lagged["gradient_lag"] == 1 and lagged["steps"] == 30
+  check_time_split(lagged)
+  assert lagged["hidden_communication_seconds"] > 0
+  config = tc.get_config("tiny")
+  config.data.data_dir = tc_data_dir
+  config.platform.allocator = "system"
+  config.train.update(steps=30, eval_every=0)
+  config.parallel.gradient_lag = 1
+  single = train.train_and_evaluate(config, str(tmp_path / "single"))
+  assert lagged["test_loss"] == pytest.approx(single["test_loss"], abs=1e-4)

@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+from conftest import check_time_split
 
 from climjax.training import train, validate
 from configs import tc
@@ -42,6 +43,9 @@ def test_trains_checkpoints_resumes_and_improves(data_dir, tmp_path):
   # (XLA also counts elementwise work, so it is a little higher).
   assert 1.0 <= summary["flops_per_example"] / summary["analytic_flops_per_example"] < 1.3
   assert summary["gflops_per_second"] > 0
+  # One process: no communication; the split adds up to the measured step.
+  check_time_split(summary)
+  assert summary["communication_seconds"] == summary["wait_seconds"] == 0
   # Better than chance on held-out patches (the tiny run is seconds long).
   assert summary["test_accuracy"] > 0.75, summary
   assert summary["train_accuracy"] > 0.75, summary
@@ -54,6 +58,23 @@ def test_trains_checkpoints_resumes_and_improves(data_dir, tmp_path):
   assert os.path.exists(os.path.join(workdir, "eval", "accuracy.md"))
   assert os.path.exists(os.path.join(workdir, "plots", "curves.png"))
   assert json.load(open(os.path.join(workdir, "config.json")))["task"] == "tc"
+
+
+def test_gradient_lag_resumes_as_the_same_run(data_dir, tmp_path):
+  """With parallel.gradient_lag=1 a checkpoint holds no update in flight: stopping at
+  step 40 and resuming to 60 gives the uninterrupted 60-step run."""
+  whole = _config(data_dir, steps=60, eval_every=0)
+  whole.parallel.gradient_lag = 1
+  straight = train.train_and_evaluate(whole, str(tmp_path / "straight"))
+  assert straight["gradient_lag"] == 1 and straight["steps"] == 60
+  check_time_split(straight)
+  first = _config(data_dir, steps=40, eval_every=0)
+  first.parallel.gradient_lag = 1
+  train.train_and_evaluate(first, str(tmp_path / "resumed"))
+  resumed = train.train_and_evaluate(whole, str(tmp_path / "resumed"))
+  assert resumed["resumed_from_step"] == 40
+  assert resumed["test_loss"] == pytest.approx(straight["test_loss"], abs=1e-5)
+  assert resumed["test_accuracy"] == straight["test_accuracy"]
 
 
 def test_a_finished_run_rerun_does_not_train_again(data_dir, tmp_path):

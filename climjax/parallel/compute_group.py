@@ -27,7 +27,7 @@ from climjax.parallel.shards import (
   TAG_PUSH,
   ShardPlan,
 )
-from climjax.parallel.strategy import Timings
+from climjax.parallel.strategy import Timings, per_step, time_split
 
 
 class ComputeGroup:
@@ -198,12 +198,13 @@ def summarize(rank_stats: list[dict], num_groups: int) -> dict:
     for k in ("compute", "communication", "waiting", "input")
   }
   busy = sum(totals.values())
+  summed = sum((per_step(Timings(**r["timings"])) for r in workers), np.zeros(6))
   return {
+    **time_split(summed[:5], summed[5]),
     "examples_per_second_by_group": throughput,
     "staleness_mean": float(staleness.mean()) if staleness.size else 0.0,
     "staleness_max": int(staleness.max()) if staleness.size else 0,
     "staleness_histogram": np.bincount(staleness).tolist() if staleness.size else [],
-    "communication_fraction": totals["communication"] / busy if busy else 0.0,
     "waiting_fraction": totals["waiting"] / busy if busy else 0.0,
     "compute_fraction": totals["compute"] / busy if busy else 0.0,
     "input_fraction": totals["input"] / busy if busy else 0.0,

@@ -62,14 +62,16 @@ def setup(parallel_config) -> Topology:
   )
   if layout.is_server:
     return Topology(data_index=-1, role="server", allreduce_sum=np.asarray, **common)
+  clock = sync.step_clock(layout.group_comm)
   return Topology(
     data_index=layout.worker_index,
     role="worker",
     reduce_grads=sync.with_delay(
-      sync.allreduce_mean(layout.group_comm_jax),
+      sync.allreduce_mean(layout.group_comm_jax, clock),
       sync.straggler_delay(parallel_config, layout.rank),
     ),
     allreduce_sum=comm_lib.allreduce_sum_host(layout.worker_comm),
+    clock=clock,
     **common,
   )
 
@@ -146,9 +148,9 @@ class HybridStrategy(Strategy):
 
   # ---- a worker rank ------------------------------------------------------
 
-  def restore(self, state, *, workdir: str, total_steps: int, warm_up):
+  def restore(self, state, *, workdir: str, total_steps: int, checkpoint_every: int, warm_up):
     """Compiles the step, then pulls the servers' (possibly resumed) parameters."""
-    del workdir  # the servers own the checkpoints
+    del workdir, checkpoint_every  # the servers own the checkpoints
     self.total_steps = total_steps
     self._plan = ps.ShardPlan.from_tree(jax.device_get(state.params), self.layout.num_servers)
     self._group = ps.ComputeGroup(self.layout, self._plan)
@@ -165,7 +167,7 @@ class HybridStrategy(Strategy):
   def after_step(self, state, *, step: int, examples: int, started: float):
     # The step's optimizer was the capture: opt_state holds the group-reduced gradients.
     grads = [np.asarray(g) for g in jax.tree.leaves(jax.device_get(state.opt_state))]
-    self.timings.compute += time.perf_counter() - started
+    self.account(started)  # the step: compute, and the group's all-reduce inside it
     leaves, stop = self._group.push_pull(grads, step=step, examples=examples)
     if self._group.staleness >= 0:
       self._staleness.append(self._group.staleness)
@@ -178,12 +180,13 @@ class HybridStrategy(Strategy):
     del every, stop
     return False  # each server writes its own shard
 
-  def log_scalars(self, step: int) -> dict:
+  def log_scalars(self, step: int) -> tuple[dict, str]:
+    scalars, _ = super().log_scalars(step)
     seen, self._staleness = self._staleness, []
-    return {
-      "staleness": float(np.mean(seen)) if seen else 0.0,
-      "group_step": step,
-    }
+    staleness = float(np.mean(seen)) if seen else 0.0
+    scalars.update(staleness=staleness, group_step=step)
+    fraction = scalars.get("communication_fraction", 0.0)
+    return scalars, f" staleness {staleness:.2f} group_step {step} comm {fraction:.0%}"
 
   def finish(self, state):
     """The servers' final parameters on every worker; the run's statistics on the chief."""

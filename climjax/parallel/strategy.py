@@ -23,13 +23,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 
+import jax
 import numpy as np
 
 from climjax import checkpointing
 
-STRATEGIES = ("single", "sync", "hybrid")
+STRATEGIES = ("single", "sync", "hybrid", "simulated")
 SCALINGS = ("strong", "weak")
 
 
@@ -50,6 +52,8 @@ class Topology:
   allreduce_sum: sums a host numpy array over the ranks that evaluate.
   barrier: waits for every rank (e.g. while the chief builds the dataset).
   scaling: how `per_rank_batch` turns the configured batch into this rank's.
+  clock: the StepClock that reduce_grads reports to (None: nothing to time
+    inside the step, as in one process).
   role: "worker" (trains on data) or "server" (a hybrid parameter server, which
     reads no data; its data_index is -1).
   """
@@ -65,6 +69,7 @@ class Topology:
   barrier: Callable[[], None] = _no_wait
   scaling: str = "strong"
   role: str = "worker"
+  clock: StepClock | None = None
 
   def per_rank_batch(self, batch_size: int) -> int:
     """Examples this rank takes per step from the configured `batch_size`.
@@ -90,25 +95,106 @@ class Topology:
 
 @dataclasses.dataclass
 class Timings:
-  """Seconds one rank spent, by kind.
+  """Seconds one rank spent in its timed training steps, by kind.
 
-  compute: the jitted step, including the in-group all-reduce (fused into the
-    step, so not separable) and any injected straggler delay; on a server,
-    applying updates.
-  communication: moving parameters and gradients between leader and servers and
-    inside the group, while this rank's own messages are in flight.
-  waiting: blocked on other ranks: a leader for the servers' replies (queueing
-    behind other groups), a member for its leader, a server for the next push.
+  compute: the jitted step less the communication and waiting measured inside
+    it (forward, backward, optimizer, an injected straggler's delay); on a
+    server, applying updates.
+  communication: moving gradients and parameters while this rank's own messages
+    are in flight: the all-reduce inside the step (timed by a `StepClock`),
+    the host traffic between leaders and servers, the part of a lagged
+    all-reduce that the next step did not hide.
+  waiting: blocked on other ranks: at the barrier before the in-step all-reduce
+    (for the slowest rank), a leader for the servers' replies (queueing behind
+    other groups), a member for its leader, a server for the next push.
   input: waiting for the input pipeline's next batch.
+  steps / wall: the timed steps (every step after the first, which compiles) and
+    their wall seconds, checkpoints and evaluations left out; the four kinds
+    above should add up to `wall`.
   """
 
   compute: float = 0.0
   communication: float = 0.0
   waiting: float = 0.0
   input: float = 0.0
+  steps: int = 0
+  wall: float = 0.0
+
+  KINDS = ("compute", "communication", "waiting", "input")
 
   def as_dict(self) -> dict[str, float]:
     return dataclasses.asdict(self)
+
+  def reset(self) -> None:
+    """Zeroes every field in place (other objects may hold this one)."""
+    for field in dataclasses.fields(self):
+      setattr(self, field.name, field.default)
+
+  def minus(self, other: Timings) -> Timings:
+    return Timings(
+      **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in dataclasses.fields(self)}
+    )
+
+
+def time_split(per_step: np.ndarray, ranks: float) -> dict[str, float]:
+  """summary.json's time split from per-step seconds summed over `ranks` ranks.
+
+  `per_step` = (compute, communication, waiting, input, wall) seconds per timed
+  step, each rank's own, summed over the ranks that trained (so the result is
+  the mean rank's step).
+  """
+  if ranks <= 0:
+    return {}
+  compute, communication, waiting, inp, wall = (float(v) / ranks for v in per_step)
+  busy = compute + communication + waiting + inp
+  return {
+    "compute_seconds": compute,
+    "communication_seconds": communication,
+    "wait_seconds": waiting,
+    "input_seconds": inp,
+    "step_seconds": wall,
+    "communication_fraction": communication / busy if busy > 0 else 0.0,
+  }
+
+
+def per_step(timings: Timings) -> np.ndarray:
+  """(compute, communication, waiting, input, wall) per timed step, and 1 (a rank count)."""
+  if timings.steps <= 0:
+    return np.zeros(6)
+  values = [getattr(timings, k) for k in Timings.KINDS] + [timings.wall]
+  return np.array([v / timings.steps for v in values] + [1.0])
+
+
+class StepClock:
+  """Communication and waiting inside a jitted step, from host callbacks around its all-reduce.
+
+  The strategy's `reduce_grads` calls `arrive` when this rank's gradients are
+  ready (it then waits at a barrier for the slowest rank: waiting) and `done`
+  when the all-reduce has returned (communication). `take` hands the totals
+  since the last call to the loop's side, after the step has finished.
+  """
+
+  def __init__(self, wait_for_everyone: Callable[[], None] = _no_wait):
+    self._wait_for_everyone = wait_for_everyone
+    self._waiting = self._communication = 0.0
+    self._since = None
+
+  def arrive(self) -> None:
+    t0 = time.perf_counter()
+    self._wait_for_everyone()
+    self._since = time.perf_counter()
+    self._waiting += self._since - t0
+
+  def done(self) -> None:
+    if self._since is not None:
+      self._communication += time.perf_counter() - self._since
+      self._since = None
+
+  def take(self) -> tuple[float, float]:
+    """(communication, waiting) seconds since the last call."""
+    result = (self._communication, self._waiting)
+    self._communication = self._waiting = 0.0
+    return result
 
 
 class Strategy:
@@ -127,6 +213,8 @@ class Strategy:
     self.progress = 0
     self.total_steps = 0
     self._manager = None
+    self.checkpoint_every = 0
+    self._logged = Timings()
 
   @property
   def name(self) -> str:
@@ -160,7 +248,9 @@ class Strategy:
     """The optax transform the jitted step applies (hybrid: a gradient capture)."""
     return tx
 
-  def restore(self, state, *, workdir: str, total_steps: int, warm_up: Callable):
+  def restore(
+    self, state, *, workdir: str, total_steps: int, checkpoint_every: int, warm_up: Callable
+  ):
     """(state, first step to take - 1, stop) from the newest checkpoint in `workdir`.
 
     `warm_up(state) -> state` compiles the step; not needed here (the first
@@ -168,16 +258,45 @@ class Strategy:
     """
     del warm_up
     self.total_steps = total_steps
+    self.checkpoint_every = checkpoint_every
     self._manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"))
     state, step = checkpointing.restore_latest(self._manager, state)
     self.progress = step
     return state, step, step >= total_steps
 
   def after_step(self, state, *, step: int, examples: int, started: float):
-    """(state, stop) after the jitted step `step` (1-based) has been dispatched."""
-    del examples, started
+    """(state, stop) after the jitted step `step` (1-based) was dispatched at `started`.
+
+    Waits for the step, so that its time can be split (see `account`).
+    """
+    del examples
+    state = jax.block_until_ready(state)
+    self.account(started)
     self.progress = step
     return state, step >= self.total_steps
+
+  # ---- the time split of every step -----------------------------------------
+
+  def start_timing(self) -> None:
+    """Called by the loop when its timer starts (after the compiling first step)."""
+    self.timings.reset()
+    self._logged = Timings()
+    if self.topology.clock is not None:
+      self.topology.clock.take()
+
+  def account(self, started: float) -> None:
+    """Books one finished step dispatched at `started`: what the step's clock
+    measured inside it as communication and waiting, the rest as compute."""
+    elapsed = time.perf_counter() - started
+    communication, waiting = self.topology.clock.take() if self.topology.clock else (0.0, 0.0)
+    self.timings.communication += communication
+    self.timings.waiting += waiting
+    self.timings.compute += max(elapsed - communication - waiting, 0.0)
+    self.timings.steps += 1
+
+  def stop_timing(self, wall_seconds: float) -> None:
+    """The loop's timed wall seconds, against which the split is checked."""
+    self.timings.wall = wall_seconds
 
   def saves_now(self, *, every: int, stop: bool) -> bool:
     """Whether this rank checkpoints after the current step: the chief, every `every` and at the end."""
@@ -187,15 +306,34 @@ class Strategy:
     """An asynchronous, atomic orbax save at the current step."""
     checkpointing.save(self._manager, self.progress, state)
 
-  def log_scalars(self, step: int) -> dict:
-    """Strategy numbers for a metrics.jsonl record (and the log line's suffix)."""
+  def log_scalars(self, step: int) -> tuple[dict, str]:
+    """Strategy numbers for a metrics.jsonl record, and the log line's suffix.
+
+    Here this rank's time split over the steps since the last record.
+    """
     del step
-    return {}
+    window = self.timings.minus(self._logged)
+    self._logged = dataclasses.replace(self.timings)
+    if window.steps <= 0:
+      return {}, ""
+    split = time_split(per_step(window)[:5], 1.0)
+    del split["step_seconds"]  # the window's wall is not tracked; the record has the rate
+    text = f" comm {split['communication_fraction']:.0%}" if self.topology.size > 1 else ""
+    return split, text
+
+  def summary_time_split(self) -> dict:
+    """The time split for summary.json: per step, averaged over the ranks (collective)."""
+    summed = self.topology.allreduce_sum(per_step(self.timings))
+    return time_split(summed[:5], summed[5])
+
+  def eval_params(self, state):
+    """The parameters an evaluation during training scores (simulated: the newest version)."""
+    return state.params
 
   def finish(self, state):
     """(final parameters, summary entries of this strategy) once the loop has stopped."""
     self._manager.wait_until_finished()
-    return state.params, {}
+    return state.params, self.summary_time_split()
 
   def close(self) -> None:
     if self._manager is not None:

@@ -19,7 +19,7 @@ from jax.experimental import io_callback
 from mpi4py import MPI
 
 from climjax.parallel import comm as comm_lib
-from climjax.parallel.strategy import Topology
+from climjax.parallel.strategy import StepClock, Topology
 
 
 def allreduce_sum(comm: MPI.Comm) -> Callable[[jax.Array], jax.Array]:
@@ -31,11 +31,13 @@ def allreduce_sum(comm: MPI.Comm) -> Callable[[jax.Array], jax.Array]:
   return summed
 
 
-def allreduce_mean(comm: MPI.Comm) -> Callable:
+def allreduce_mean(comm: MPI.Comm, clock: StepClock | None = None) -> Callable:
   """reduce_grads for a jitted step: mean of a pytree over the ranks of `comm`.
 
   Leaves of one dtype are concatenated into one buffer so that a network with
   many small layers pays one all-reduce latency per step, not one per leaf.
+  With a `clock`, host callbacks around each all-reduce time it: `arrive` once
+  the buffer is ready (and waits there for the other ranks), `done` after.
   """
   size = comm.Get_size()
 
@@ -49,7 +51,11 @@ def allreduce_mean(comm: MPI.Comm) -> Callable:
     reduced = list(leaves)
     for indices in by_dtype.values():
       flat = jnp.concatenate([jnp.ravel(leaves[i]) for i in indices])
+      if clock is not None:
+        flat = _after_host_call(flat, clock.arrive)
       flat = allreduce_sum(comm)(flat) / size
+      if clock is not None:
+        flat = _after_host_call(flat, clock.done)
       offset = 0
       for i in indices:
         n = leaves[i].size
@@ -58,6 +64,22 @@ def allreduce_mean(comm: MPI.Comm) -> Callable:
     return jax.tree_util.tree_unflatten(treedef, reduced)
 
   return reduce_grads
+
+
+def _after_host_call(x: jax.Array, fn: Callable[[], None]) -> jax.Array:
+  """`x`, once the host has run `fn()`: after x is computed and before anything uses it.
+
+  The callback reads one element of x (so it runs once x exists), and the
+  optimization barrier makes every consumer of x wait for its result.
+  """
+
+  def call(_):
+    fn()
+    return np.zeros((), np.float32)
+
+  token = io_callback(call, jax.ShapeDtypeStruct((), jnp.float32), x[:1])
+  x, _ = jax.lax.optimization_barrier((x, token))
+  return x
 
 
 def with_delay(reduce_grads: Callable, seconds: float) -> Callable:
@@ -101,9 +123,35 @@ def straggler_delay(parallel_config, rank: int) -> float:
   return delay
 
 
-def setup(parallel_config):
-  """Topology for synchronous training over every MPI rank."""
+def step_clock(comm: MPI.Comm) -> StepClock:
+  """A StepClock whose `arrive` waits at a barrier on its own clone of `comm`."""
+  return StepClock(comm_lib.barrier(comm.Clone()))
+
+
+def host_allreduce_mean(comm: MPI.Comm) -> Callable[[np.ndarray], np.ndarray]:
+  """The mean over the ranks of `comm` of a numpy vector, on a clone of its own.
+
+  For a background thread (gradient lag): the clone keeps its messages apart
+  from the host collectives the main thread makes meanwhile (evaluation sums).
+  """
+  summed = comm_lib.allreduce_sum_host(comm.Clone())
+  size = comm.Get_size()
+
+  def mean(flat: np.ndarray) -> np.ndarray:
+    return summed(flat) / size
+
+  return mean
+
+
+def setup(parallel_config, *, reduce_in_step: bool = True):
+  """Topology for synchronous training over every MPI rank.
+
+  reduce_in_step=False: the jitted step keeps this rank's own gradients (the
+  gradient-lag strategy all-reduces them on the host instead).
+  """
   layout = comm_lib.layout("sync")
+  clock = step_clock(layout.world) if reduce_in_step else None
+  reduce = allreduce_mean(layout.group_comm_jax, clock) if reduce_in_step else (lambda g: g)
   return Topology(
     strategy="sync",
     rank=layout.rank,
@@ -111,8 +159,9 @@ def setup(parallel_config):
     is_chief=layout.rank == 0,
     data_index=layout.rank,
     data_count=layout.size,
-    reduce_grads=allreduce_mean(layout.group_comm_jax),
+    reduce_grads=with_delay(reduce, straggler_delay(parallel_config, layout.rank)),
     allreduce_sum=comm_lib.allreduce_sum_host(layout.world),
     barrier=comm_lib.barrier(layout.world),
     scaling=parallel_config.get("scaling", "strong"),
+    clock=clock,
   )

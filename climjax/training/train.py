@@ -15,7 +15,9 @@ What it leaves in the workdir (the chief writes):
   metrics.jsonl   one JSON object per logged step
   eval/           the task's tables (accuracy, or AP per class)
   plots/          curves.png and the task's plots
-  summary.json    the task's results plus steps, examples_per_second,
+  summary.json    the task's results plus steps, examples_per_second, the time split
+                  of a step (compute_seconds, communication_seconds, wait_seconds,
+                  input_seconds, step_seconds, communication_fraction),
                   wall_seconds, num_parameters, ... (names that scripts rely on)
 """
 
@@ -121,8 +123,9 @@ def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy,
 
   # ---- restore: the newest checkpoint, or the servers' parameters ------------
   state, start_step, stop = strategy.restore(
-    state, workdir=workdir, total_steps=total_steps, warm_up=warm_up
-  )
+    state, workdir=workdir, total_steps=total_steps,
+    checkpoint_every=config.train.checkpoint_every, warm_up=warm_up,
+  )  # fmt: skip
   start_progress = strategy.progress
   if start_progress:
     log(f"[climjax] resumed at step {start_progress}")
@@ -135,7 +138,7 @@ def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy,
     global_batch_size=topology.global_batch(config.train.batch_size),
     shard_index=topology.data_index,
     shard_count=topology.data_count,
-    seed=config.data.seed,
+    seed=config.data.seed + config.seed,  # the data: data.seed; their order: both
     start_step=start_step,
     transform=data.transform,
     num_threads=config.data.num_threads,
@@ -166,6 +169,7 @@ def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy,
     if step == start_step + 1:  # the first step compiles; time from its end
       jax.block_until_ready(state)
       timer.start()
+      strategy.start_timing()
     else:
       timer.count(examples)
     window_steps += 1
@@ -173,14 +177,11 @@ def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy,
       jax.block_until_ready(state)
       now = time.time()
       rate = window_steps * examples / max(now - window_t, 1e-9)
-      extra = strategy.log_scalars(step)
+      extra, suffix = strategy.log_scalars(step)
       scalars = {**train_metrics, **extra, "examples_per_second": rate, "wall_time": now - t_start}
       if flops_per_example:
         scalars["gflops_per_second"] = rate * flops_per_example / 1e9
       writer.write_scalars(progress, scalars)
-      suffix = "".join(
-        f" {k} {v:.2f}" if isinstance(v, float) else f" {k} {v}" for k, v in extra.items()
-      )
       log(
         f"[climjax] step {progress}/{total_steps} {task.progress_text(train_metrics)} "
         f"{rate:,.1f} ex/s{suffix} eta {_format_seconds((total_steps - progress) * examples / rate)}"
@@ -197,7 +198,7 @@ def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy,
       strategy.save(state)
     if evaluating:
       scalars, line = task.evaluate_during_training(
-        config, eval_fn, state.params, data, strategy.eval_topology
+        config, eval_fn, strategy.eval_params(state), data, strategy.eval_topology
       )
       writer.write_scalars(progress, scalars)
       if line:
@@ -208,6 +209,7 @@ def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy,
       window_t = time.time()  # the logged rate counts training time only
   jax.block_until_ready(state)
   timer.stop()
+  strategy.stop_timing(timer.seconds)
   params, strategy_summary = strategy.finish(state)
   train_seconds = time.time() - t_start
 

@@ -151,6 +151,7 @@ def run_hybrid(args) -> dict | None:
     wall = time.perf_counter() - start
     group.finish()
     group_steps = steps - group.start_step
+    group.timings.steps, group.timings.wall = group_steps, wall
     stats = {
       "role": "worker",
       "rank": layout.rank,
