@@ -29,29 +29,26 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from launch import scaling  # noqa: E402  (data and mpirun command, shared with the sweep)
+
 
 def build_data(data_dir: str) -> None:
   """Builds the tiny TC data set once, before several ranks read it."""
-  from climjax.data import tfds_builders
-  from configs import tc
-
-  config = tc.get_config("tiny")
-  config.data.data_dir = data_dir
-  tfds_builders.prepare(tfds_builders.patches_builder(config.data, "tc"), key="patch")
+  scaling.prepare_data("configs/tc.py:tiny", data_dir)
 
 
 def run(name: str, num_ranks: int, args, *overrides: str) -> dict:
   workdir = os.path.join(args.workdir, name)
-  command = [
-    "bash",
-    os.path.join(REPO, "launch", "mpirun.sh"),
-    str(num_ranks),
-    f"--config={REPO}/configs/tc.py:tiny",
-    f"--workdir={workdir}",
-    f"--config.data.data_dir={args.data_dir}",
-    "--config.train.eval_every=0",  # a mid-run evaluation would pause group 0
-    *overrides,
-  ]
+  command = scaling.mpirun_command(
+    num_ranks,
+    "configs/tc.py:tiny",
+    workdir,
+    [
+      f"--config.data.data_dir={args.data_dir}",
+      "--config.train.eval_every=0",  # a mid-run evaluation would pause group 0
+      *overrides,
+    ],
+  )
   print(f"[straggler] {name}: {' '.join(command[2:])}", flush=True)
   result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
   if result.returncode:
