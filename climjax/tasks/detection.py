@@ -12,6 +12,8 @@ it), after decoding and per-class NMS. Outputs:
   eval/           ap.csv / ap.md
   plots/          detections_*.png, reconstruction.png
   predictions.nc  held-out detections (time, box) -> class, score, lat/lon box
+  stats.json      the training fields' per-channel statistics (launch/predict.py
+                  normalises new files with them)
   summary keys    map@0.1, map@0.5, ap@0.1, ap@0.5 (class name -> AP),
                   racah2017_*, reconstruction_mse, ...
 """
@@ -28,6 +30,7 @@ import numpy as np
 
 from climjax import losses
 from climjax.data import fields, pipeline
+from climjax.data import stats as stats_lib
 from climjax.data.fields import BATCH_KEYS, ArraySource, load_split
 from climjax.data.stats import normalizer as channel_normalizer
 from climjax.data.variables import CLASS_NAMES
@@ -299,6 +302,10 @@ def evaluate_and_write(config, workdir, eval_fn, params, data: TaskData, topolog
     f"(original paper's AP variant: {results['racah2017_map@0.1']:.3f}, "
     f"{results['racah2017_map@0.5']:.3f}); reconstruction mse "
     f"{results['reconstruction_mse']:.4f}"
+  )
+  # The normalisation the network was trained with, for launch/predict.py.
+  stats_lib.save(
+    {**data.eval["stats"], "channels": list(test["channels"])}, os.path.join(workdir, "stats.json")
   )
   rows = {f"ap@{t}": results[f"ap@{t}"] for t in IOU_THRESHOLDS}
   rows.update({f"racah2017_ap@{t}": results[f"racah2017_ap@{t}"] for t in IOU_THRESHOLDS})
