@@ -7,7 +7,8 @@
 
 `get_sweep(arg)` returns the models (a config file each, its training length,
 batch sizes, the metric and target that `steps_to_target` reads) and the
-points: (model, ranks, strategy, groups, servers, mode). `ranks` counts every
+points: (model, ranks, strategy, groups, servers, mode, and optionally
+gradient_lag for sync points). `ranks` counts every
 MPI rank, parameter servers included; a hybrid point's workers are
 ranks - servers, split into `groups` equal compute groups.
 
@@ -140,4 +141,8 @@ def get_sweep(arg: str | None = None) -> ml_collections.ConfigDict:
     points = _points("tc", _sync((1, 2, 4)) + _hybrid(2, 1, (1, 2)) + _hybrid(4, 1, (1, 4)))
     detector = _sync((1, 2, 4), ("strong",)) + _sync((1, 2), ("weak",)) + _hybrid(2, 1, (1, 2))
     points += _points("detector", detector)
+    # Gradient lag (parallel.gradient_lag=1): the 2-rank sync points again, the
+    # all-reduce overlapped with the next step and updates applied a step late.
+    points += [dict(p, gradient_lag=1) for p in _points("tc", _sync((2,), ("strong",)))]
+    points += [dict(p, gradient_lag=1) for p in _points("detector", _sync((2,), ("strong",)))]
   return ml_collections.ConfigDict({"models": models, "points": points})

@@ -43,7 +43,7 @@ def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
           "target": 0.8 if tiny else 0.93,
           "overrides": {
             "train": {
-              "steps": 30 if tiny else 240,
+              "steps": 30 if tiny else 600,
               "eval_every": 10,
               "log_every": 10,
               "checkpoint_every": 1000,
@@ -53,10 +53,13 @@ def get_study(arg: str | None = None) -> ml_collections.ConfigDict:
             "optimizer": {"schedule": "constant", "warmup_steps": 0},
           },
         },
+        # The tiny detector (64x96 fields, 1/32 of the paper's widths) stays
+        # below mAP@0.1 ~0.1 on these fields, so the target is low: this
+        # measures how fast asynchronous updates get there, not detection skill.
         "detector": {
           "config": "configs/semisup.py:tiny",
           "metric": "test_map@0.1",
-          "target": 0.05 if tiny else 0.3,
+          "target": 0.01 if tiny else 0.05,
           "overrides": {
             "train": {
               "steps": 6 if tiny else 240,

@@ -79,7 +79,7 @@ COLUMNS = (
   # Beyond the columns:
   "name", "workers", "per_rank_batch", "update_batch", "steps", "speedup", "input_s", "step_s",
   "communication_fraction", "metric", "target", "final_metric", "examples_to_target",
-  "train_seconds", "cores", "oversubscribed",
+  "train_seconds", "cores", "oversubscribed", "gradient_lag", "hidden_comm_s",
 )  # fmt: skip
 # summary.json key -> CSV column (the time split, mean seconds per step on a worker).
 TIME_SPLIT = {
@@ -89,6 +89,7 @@ TIME_SPLIT = {
   "input_seconds": "input_s",
   "step_seconds": "step_s",
   "communication_fraction": "communication_fraction",
+  "hidden_communication_seconds": "hidden_comm_s",
 }
 CLASSIFIER_TASKS = ("tc", "ar", "wf")  # tasks that read a tfds data set built beforehand
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
@@ -121,6 +122,8 @@ def point_name(point) -> str:
   name = f"{point['strategy']}_{point['mode']}_r{point['ranks']}"
   if point["strategy"] == "hybrid":
     name += f"_g{point['groups']}_s{point['servers']}"
+  if point.get("gradient_lag", 0):
+    name += f"_lag{point['gradient_lag']}"
   return name
 
 
@@ -132,6 +135,8 @@ def plan(point, model) -> dict:
     raise ValueError(f"{where}: strategy must be one of {STRATEGIES}, mode one of {MODES}")
   if point["strategy"] == "sync" and (groups != 1 or servers != 0):
     raise ValueError(f"{where}: sync has one group and no servers")
+  if point.get("gradient_lag", 0) and point["strategy"] != "sync":
+    raise ValueError(f"{where}: gradient_lag is for sync points")
   workers = ranks - servers
   if ranks < 1 or workers < 1 or (point["strategy"] == "hybrid" and servers < 1):
     raise ValueError(f"{where}: needs >= 1 worker (hybrid: and >= 1 server)")
@@ -201,6 +206,8 @@ def overrides(point, model, step_plan, *, data_dir: str | None) -> list[str]:
   )
   if step_plan["eval_every"] is not None:
     values["train.eval_every"] = step_plan["eval_every"]
+  if point.get("gradient_lag", 0):
+    values["parallel.gradient_lag"] = point["gradient_lag"]
   if point["strategy"] == "hybrid":
     values["parallel.num_groups"] = point["groups"]
     values["parallel.num_servers"] = point["servers"]
@@ -429,6 +436,7 @@ def collect(sweep, workdir: str, *, cores: int | None = None) -> list[dict]:
       "train_seconds": _number(summary.get("train_seconds")),
       "cores": cores,
       "oversubscribed": int(point["ranks"]) > cores,
+      "gradient_lag": int(point.get("gradient_lag", 0)),
       **{column: _number(summary.get(key)) for key, column in TIME_SPLIT.items()},
     }
     rows.append(row)
@@ -436,8 +444,8 @@ def collect(sweep, workdir: str, *, cores: int | None = None) -> list[dict]:
     base = [
       r["examples_per_second"]
       for r in rows
-      if (r["model"], r["mode"], r["ranks"], r["strategy"])
-      == (row["model"], row["mode"], 1, "sync")
+      if (r["model"], r["mode"], r["ranks"], r["strategy"], r["gradient_lag"])
+      == (row["model"], row["mode"], 1, "sync", 0)
     ]
     eps = row["examples_per_second"]
     if base and base[0] and eps:

@@ -160,7 +160,6 @@ def collect(study, workdir: str, models) -> list[dict]:
   rows = []
   for name in models:
     spec = study["models"][name]
-    budget = spec["overrides"]["train"]["steps"]
     real_groups = spec.get("real_groups", study["real_groups"])
     for simulated, groups in ((False, real_groups), (True, study["groups"])):
       for g in groups:
@@ -177,7 +176,7 @@ def collect(study, workdir: str, models) -> list[dict]:
             ),
             "staleness_mean": summary.get("staleness_mean"),
             "final_metric": scaling.final_metric(summary, spec["metric"]),
-            "metric": spec["metric"], "target": spec["target"], "budget": budget,
+            "metric": spec["metric"], "target": spec["target"], "budget": summary.get("steps"),
           })  # fmt: skip
   return rows
 
@@ -199,12 +198,14 @@ def aggregate(rows: list[dict]) -> list[dict]:
     runs = [r for r in rows if (r["model"], r["simulated"], r["groups"]) == (model, simulated, g)]
     reached = [r["steps_to_target"] for r in runs if r["steps_to_target"] is not None]
     staleness = [r["staleness_mean"] for r in runs if r["staleness_mean"] is not None]
+    budgets = [r["budget"] for r in runs if r["budget"] is not None]
     out.append({
       "model": model, "simulated": simulated, "groups": g, "runs": len(runs),
       "reached": len(reached),
       "mean": float(np.mean(reached)) if reached else math.nan,
       "std": float(np.std(reached, ddof=1)) if len(reached) > 1 else math.nan,
       "staleness_mean": float(np.mean(staleness)) if staleness else math.nan,
+      "budget": max(budgets) if budgets else None,
     })  # fmt: skip
   return out
 
@@ -224,6 +225,10 @@ def plot(table: list[dict], study, out_png: str) -> str:
       (1, dict(marker="s", ls="--", mfc="none")),
     ):
       rows = [t for t in table if t["model"] == model and t["simulated"] == simulated]
+      for t in (t for t in rows if not t["reached"]):  # never reached: above the budget
+        ax.plot([t["groups"]], [t["budget"]], marker="^", color="grey", ls="none")
+        ax.annotate(f"0/{t['runs']} within {t['budget']}", (t["groups"], t["budget"]),
+                    xytext=(-4, -14), textcoords="offset points", ha="right", fontsize=7)  # fmt: skip
       rows = [t for t in rows if t["reached"]]
       if not rows:
         continue
@@ -242,7 +247,8 @@ def plot(table: list[dict], study, out_png: str) -> str:
     ax.set_ylabel(f"updates to {spec['metric']} >= {spec['target']}")
     ax.set_title(f"{model}: {len(study['seeds'])} seeds, mean +- std")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
   fig.tight_layout()
   os.makedirs(os.path.dirname(out_png), exist_ok=True)
   fig.savefig(out_png, dpi=120)
