@@ -98,7 +98,7 @@ class LaggedStrategy(Strategy):
       else None
     )
     self._pending = None
-    self._hidden = 0.0  # seconds the background all-reduces took
+    self._hidden = 0.0  # seconds the background all-reduces took (timed steps)
     self._tx = None
     self._apply = self._ravel = None
 
@@ -155,10 +155,15 @@ class LaggedStrategy(Strategy):
       state = self._apply_pending(state)  # flush: a checkpoint holds nothing in flight
     return state, stop
 
+  def start_timing(self) -> None:
+    super().start_timing()
+    self._hidden = 0.0
+
   def finish(self, state):
     state = self._apply_pending(state)
     params, split = super().finish(state)
-    hidden = self._hidden / max(self.timings.steps, 1)
+    # The all-reduce time the next step hid: the thread's, less what the host waited for.
+    hidden = max(self._hidden - self.timings.communication, 0.0) / max(self.timings.steps, 1)
     hidden = float(self.topology.allreduce_sum(np.array([hidden]))[0]) / self.topology.size
     return params, {**split, "gradient_lag": 1, "hidden_communication_seconds": hidden}
 
