@@ -75,6 +75,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # only the reconstruction (configs/semisup_labels.py sweeps it).
       "labelled_fraction": 1.0,
       "seed": 0,
+      # Synthetic event climate (climjax.data.synthetic.event_knobs): how many
+      # events of each kind are born and how strong they are, times the default.
+      "tc_rate": 1.0,
+      "td_rate": 1.0,
+      "etc_rate": 1.0,
+      "ar_rate": 1.0,
+      "tc_intensity": 1.0,  # TC pressure deficit (and warm core)
+      "etc_intensity": 1.0,  # ETC pressure deficit
+      "ar_intensity": 1.0,  # AR moisture excess
       "num_threads": 1,  # the batches are slices of in-memory arrays
       "prefetch": 2,
     }

@@ -7,13 +7,20 @@
       --input='climo_*.h5' --data_dir=runs/tfds
   python launch/build_dataset.py --task=detection --source=synthetic --height=768 --width=1152 \\
       --num_train=8 --num_test=2
+  python launch/build_dataset.py --task=wf --source=netcdf --input='cam5/*.nc'
+  python launch/build_dataset.py --task=detection --source=synthetic --tc_rate=2 --ar_intensity=1.2
 
 Tasks: tc, ar, wf (the classifier patches, `climate_patches`) and detection
 (whole 16-channel snapshots with boxes, `extreme_weather`). Sizes and seed
 default to those of the experiment config (configs/<task>.py, configs/semisup.py
 for detection; `--config_arg=tiny` picks its tiny variant), so the dataset built
 here is the one `launch/main.py` with that config trains on; the command to do
-that is printed at the end. For netCDF and ExtremeWeather input, --num_train
+that is printed at the end. netCDF files are labelled by the TECA-style
+heuristics (`climjax.data.heuristics.label_events`: TD, TC, ETC and AR boxes for
+detection, fronts for WF patches). Synthetic detection data take the event knobs
+--tc_rate, --td_rate, --etc_rate, --ar_rate, --tc_intensity, --etc_intensity and
+--ar_intensity (multipliers of the default climate; `synthetic.EVENT_KNOBS`);
+`launch/synthetic_run.py` writes such a climate as netCDF files. For netCDF and ExtremeWeather input, --num_train
 and --num_test cap the examples per split and --test_fraction sets the share
 of the snapshots (the last ones) held out for testing.
 
@@ -37,6 +44,8 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
+
+from climjax.data.synthetic import EVENT_KNOBS  # noqa: E402 - after the path is set
 
 TASKS = ("tc", "ar", "wf", "detection")
 SOURCES = ("synthetic", "netcdf", "extremeweather")
@@ -75,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--width", type=int, default=None, help="detection, synthetic: grid columns")
   parser.add_argument("--max_boxes", type=int, default=None, help="detection: boxes per image")
   parser.add_argument("--config_arg", default=None, help="size of the config: default, tiny, paper")
+  for knob in EVENT_KNOBS:
+    parser.add_argument(
+      f"--{knob}", type=float, default=None, help="detection, synthetic: times the default"
+    )
   return parser.parse_args(argv)
 
 
@@ -97,6 +110,7 @@ def data_config(args: argparse.Namespace):
     "height": args.height,
     "width": args.width,
     "max_boxes": args.max_boxes,
+    **{knob: getattr(args, knob) for knob in EVENT_KNOBS},
   }
   for key, value in overrides.items():
     if value is not None and (value != "" or key in data):
@@ -115,7 +129,7 @@ def train_command(args: argparse.Namespace, data) -> str:
     config += f":{args.config_arg}"
   parts = ["python", "launch/main.py", f"--config={config}"]
   for key in ("source", "input", "data_dir", "num_train", "num_test", "seed", "variables_map",
-              "box_order", "test_fraction", "height", "width", "max_boxes"):  # fmt: skip
+              "box_order", "test_fraction", "height", "width", "max_boxes", *EVENT_KNOBS):  # fmt: skip
     if key in data and getattr(args, key, None) not in (None, ""):
       value = data[key]
       if key in ("input", "data_dir"):  # the dataset is named after the absolute input path
@@ -159,10 +173,12 @@ def build(args: argparse.Namespace) -> dict:
   if args.task == "detection" and data["source"] != "synthetic":
     # The detector's input size is the files' grid, which its config must state.
     cfg = builder.builder_config
-    summary["train_command"] += f" --config.data.height={cfg.height} --config.data.width={cfg.width}"
+    summary["train_command"] += (
+      f" --config.data.height={cfg.height} --config.data.width={cfg.width}"
+    )
   summary["missing_fields"] = [
     k
-    for k in ("variables_map", "box_order", "test_fraction")
+    for k in ("variables_map", "box_order", "test_fraction", *EVENT_KNOBS)
     if getattr(args, k) not in (None, "") and k not in own_fields
   ]
   return summary

@@ -117,3 +117,36 @@ def test_detection_from_netcdf_with_a_variables_map(tmp_path, inputs):
   # printed command runs as is.
   assert "note: the experiment config has no" not in built.stdout
   assert "--config.data.height=96 --config.data.width=144" in built.stdout
+
+
+@pytest.fixture(scope="module")
+def one_degree(tmp_path_factory):
+  """A CAM5 netCDF file on a 1 deg grid, the spacing the WF patches are defined on."""
+  path = tmp_path_factory.mktemp("one_degree") / "cam5.nc"
+  ds, _ = synthetic.generate_fields(8, seed=3, nlat=180, nlon=360)
+  netcdf.write_cam5_netcdf(ds, path)
+  return path
+
+
+def test_wf_patches_from_netcdf(tmp_path, one_degree):
+  built = _run("--task=wf", "--source=netcdf", f"--input={one_degree}", f"--data_dir={tmp_path}")
+  assert built.returncode == 0, built.stderr
+  lines = dict(line.split(": ", 1) for line in built.stdout.splitlines() if ": " in line)
+  for split in ("train", "test"):
+    total, positive = (int(w) for w in lines[f"[climjax] {split}"].replace(",", "").split()[::2])
+    assert positive > 0 and total == 2 * positive
+  assert "--config=configs/wf.py" in built.stdout and "--config.data.source=netcdf" in built.stdout
+
+
+def test_synthetic_detection_with_an_event_climate(tmp_path):
+  built = _run(
+    "--task=detection", "--source=synthetic", "--config_arg=tiny", "--num_train=2",
+    "--num_test=1", "--tc_rate=2", "--ar_intensity=1.5", f"--data_dir={tmp_path}",
+  )  # fmt: skip
+  assert built.returncode == 0, built.stderr
+  assert "-tc_rate2-ar_intensity1.5" in built.stdout
+  assert "--config.data.tc_rate=2.0" in built.stdout
+  assert "--config.data.ar_intensity=1.5" in built.stdout
+  assert "note: the experiment config has no" not in built.stdout  # configs/semisup.py has them
+  refused = _run("--task=detection", "--source=synthetic", "--tc_rate=-1", f"--data_dir={tmp_path}")
+  assert "tc_rate must be in [0, 10]" in _one_error_line(refused)

@@ -1,6 +1,7 @@
 """Tests for the synthetic CAM5-like generator: shapes, units, determinism, labels."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from climjax.data import synthetic, variables
@@ -238,3 +239,67 @@ def test_snapshots_round_trip_through_the_file_writers(tmp_path):
   netcdf.write_cam5_netcdf(ds, tmp_path / "cam5.nc")
   back = netcdf.open_fields(tmp_path / "cam5.nc")
   np.testing.assert_allclose(back["TMQ"].values, ds["TMQ"].values)
+
+
+def test_event_knobs_at_one_are_the_default_climate(snapshots):
+  ds, events = snapshots
+  ds1, events1 = synthetic.generate_fields(
+    6,
+    seed=0,
+    nlat=NLAT,
+    nlon=NLON,
+    rates={"TC": 1.0, "AR": 1.0},
+    intensities=synthetic.event_knobs({"tc_intensity": 1.0})["intensities"],
+  )
+  for name in variables.EXTREMEWEATHER_CHANNELS:
+    np.testing.assert_array_equal(ds1[name].values, ds[name].values)
+  assert events1.equals(events)
+  knobs = synthetic.event_knobs({"tc_rate": 2, "ar_intensity": 1.2, "etc_rate": None})
+  assert knobs == {"rates": {"TC": 2.0}, "intensities": {"AR": 1.2}}
+  assert set(synthetic.EVENT_KNOBS) == {"tc_rate", "td_rate", "etc_rate", "ar_rate",
+                                        "tc_intensity", "etc_intensity", "ar_intensity"}  # fmt: skip
+  with pytest.raises(ValueError, match="tc_rate must be in"):
+    synthetic.event_knobs({"tc_rate": -1})
+  with pytest.raises(ValueError, match="ar_intensity must be > 0"):
+    synthetic.event_knobs({"ar_intensity": 0})
+  with pytest.raises(ValueError, match="intensities are for TC, ETC, AR"):
+    synthetic.generate_fields(1, seed=0, nlat=8, nlon=8, intensities={"TD": 2.0})
+
+
+def test_tc_rate_scales_the_planted_tcs_and_nothing_else():
+  # 60 days on a coarse grid: the events do not depend on the grid, and these are cheap.
+  days, grid = 60, {"nlat": 32, "nlon": 48}
+  _, base = synthetic.generate_fields(4 * days, seed=0, **grid)
+  _, double = synthetic.generate_fields(4 * days, seed=0, rates={"TC": 2.0}, **grid)
+  _, half = synthetic.generate_fields(4 * days, seed=0, rates={"TC": 0.5}, **grid)
+
+  def tcs(events):
+    return events[events["class_name"] == "TC"]
+
+  # Measured with seed 0: 34 TC tracks (621 boxes), 63 (1,135) at rate 2, 15 at rate 0.5.
+  ratio = tcs(double)["track_id"].nunique() / tcs(base)["track_id"].nunique()
+  assert 1.6 < ratio < 2.4 and 1.6 < len(tcs(double)) / len(tcs(base)) < 2.4
+  assert tcs(half)["track_id"].nunique() < 0.7 * tcs(base)["track_id"].nunique()
+  # Rate 2 keeps every default TC, and the other kinds' events are the same.
+  assert set(tcs(base)["track_id"]) <= set(tcs(double)["track_id"])
+  for events in (double, half):
+    etc = events[events["class_name"] == "ETC"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(etc, base[base["class_name"] == "ETC"].reset_index(drop=True))
+
+
+def test_intensity_strengthens_events():
+  grid = {"nlat": 32, "nlon": 48}
+  _, base = synthetic.generate_fields(80, seed=1, **grid)
+  _, strong = synthetic.generate_fields(80, seed=1, intensities={"TC": 1.5, "AR": 1.2}, **grid)
+  for name, factor in (("TC", 1.5), ("AR", 1.2)):
+    a = base[base["class_name"] == name].set_index(["time_index", "track_id"])["intensity"]
+    b = strong[strong["class_name"] == name].set_index(["time_index", "track_id"])["intensity"]
+    both = a.index.intersection(b.index)
+    assert len(both) > 10
+    ratio = (b[both] / a[both]).to_numpy()
+    if name == "AR":
+      np.testing.assert_allclose(ratio, factor, rtol=1e-6)
+    else:  # a TC's deficit rises from a 250 Pa floor to its (scaled) peak
+      assert (ratio > 1.0).all() and (ratio <= factor + 1e-9).all() and ratio.mean() > 1.4
+  # Stronger storms spend more of their lives above 17 m/s: more TC steps, fewer TD ones.
+  assert (strong["class_name"] == "TC").sum() > (base["class_name"] == "TC").sum()

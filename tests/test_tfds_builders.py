@@ -134,11 +134,31 @@ def test_tc_and_wf_patches_from_extremeweather_boxes(tmp_path, files):
   assert _labels(sources["test"]).sum() == (stored == variables.FRONT_CLASS_ID).sum()
 
 
-def test_fronts_cannot_come_from_netcdf(tmp_path, files):
-  config = _config(tmp_path, source="netcdf", input=files["netcdf"], variables_map="pmsl:PSL")
-  with pytest.raises(DataError, match="no front detector"):
-    tfds_builders.prepare(tfds_builders.patches_builder(config, "wf"), key="patch")
-  assert not glob.glob(str(tmp_path / "tfds" / "climate_patches" / "*" / "*"))
+@pytest.fixture(scope="module")
+def one_degree(tmp_path_factory):
+  """8 snapshots on a 1 deg grid (the WF patches' spacing) as netCDF, with their events."""
+  ds, events = synthetic.generate_fields(8, seed=3, nlat=180, nlon=360)
+  path = tmp_path_factory.mktemp("one_degree") / "cam5.nc"
+  netcdf.write_cam5_netcdf(ds, path)
+  return ds, events, str(path)
+
+
+def test_wf_patches_from_netcdf_are_centred_on_heuristic_fronts(tmp_path, one_degree):
+  ds, events, path = one_degree
+  config = _config(tmp_path, source="netcdf", input=path, test_fraction=0.25)
+  sources, _ = tfds_builders.prepare(tfds_builders.patches_builder(config, "wf"), key="patch")
+  with pytest.warns(UserWarning, match="TREFHT"):
+    fronts = heuristics.label_events(ds, classes=("WF",))
+  assert len(fronts) >= 8
+  for split, frames in (("train", range(0, 6)), ("test", range(6, 8))):
+    labels = _labels(sources[split])
+    expected = int(fronts["time_index"].isin(frames).sum())  # every front fits: the grid is global
+    assert labels.sum() == expected and (labels == 0).sum() == expected
+  patch = sources["train"][0]["patch"]
+  assert patch.shape == (27, 60, 3) and patch.dtype == np.float32
+  # The fronts are the generator's: it plants a cold and a warm front with each ETC.
+  score = heuristics.score_labels(fronts, events, 8, classes=("WF",)).iloc[0]
+  assert score["recall"] > 0.5 and score["false_alarms_per_snapshot"] < 1
 
 
 def _boxes_of(example) -> set:
@@ -197,15 +217,44 @@ def test_detection_from_netcdf_boxes_the_heuristics_events(tmp_path, fields, fil
   example = sources["train"][3]
   np.testing.assert_array_equal(example["image"], files["images"][3])
   found = _boxes_of(example)
-  assert found and {c for *_, c in found} <= {variables.CLASS_IDS["TC"], variables.CLASS_IDS["AR"]}
+  # The boxes are those of heuristics.label_events, every detector class.
+  labels = heuristics.label_events(ds, classes=variables.CLASS_NAMES)
+  here = labels[labels["time_index"] == 3]
+  rows = here.rename(columns={"time_index": "frame", "y": "cy", "x": "cx"})
+  boxes, classes, mask, _ = tfds_builders._pad_boxes(rows, NLAT, NLON, 15)
+  real = mask > 0
+  assert found == {
+    (*map(float, b), int(c)) for b, c in zip(boxes[real], classes[real], strict=True)
+  }
+  assert {c for *_, c in found} >= {variables.CLASS_IDS["ETC"], variables.CLASS_IDS["AR"]}
+  assert set(labels["class_name"]) == set(variables.CLASS_NAMES)  # TDs and TCs on other steps
   planted = events[events["time_index"] == 3]
-  for *box, c in found:  # each heuristic box overlaps a planted event of its class (TC may be TD)
+  for *box, c in found:  # TC and AR boxes overlap a planted event of their class (TC may be TD)
     ymin, xmin, ymax, xmax = box
     assert 0 <= ymin < ymax <= NLAT and 0 <= xmin < xmax <= NLON
+    if c not in (variables.CLASS_IDS["TC"], variables.CLASS_IDS["AR"]):
+      continue
     same = planted[planted["class_id"].isin([c, variables.CLASS_IDS["TD"]] if c == 1 else [c])]
     assert (
       (same["ymin"] < ymax) & (same["ymax"] > ymin) & (same["xmin"] < xmax) & (same["xmax"] > xmin)
     ).any()
+
+
+def test_synthetic_detection_with_another_event_climate(tmp_path):
+  config = _config(tmp_path, height=64, width=96, num_train=2, num_test=1, max_boxes=24)
+  config.tc_rate, config.ar_intensity = 3.0, 1.0
+  builder = tfds_builders.detection_builder(config)
+  assert builder.builder_config.name == "synthetic-64x96-train2-test1-seed0-boxes24-tc_rate3"
+  sources, _ = tfds_builders.prepare(builder, key="image")
+  ds, events = synthetic.generate_fields(2, seed=0, nlat=64, nlon=96, rates={"TC": 3.0})
+  rows = synthetic.padded_boxes(events, 2, max_boxes=24)
+  example = sources["train"][1]
+  np.testing.assert_array_equal(example["image"][..., 2], ds["PSL"].values[1])
+  real = rows[1, :, 4] >= 0
+  assert _boxes_of(example) == {(*map(float, r[:4]), int(r[4])) for r in rows[1][real]}
+  config.tc_rate = -1.0
+  with pytest.raises(ValueError, match="tc_rate must be in"):
+    tfds_builders.detection_builder(config)
 
 
 def test_bad_input_names_the_file_and_the_variable(tmp_path, files):

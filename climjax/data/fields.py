@@ -81,9 +81,13 @@ def _synthetic_snapshots(data_config, split: str, steps: int) -> dict:
   fields = np.empty((steps, h, w, len(channels)), np.float32)
   rows = np.empty((steps, data_config.max_boxes, 5), np.int32)
   times = []
+  try:
+    knobs = synthetic.event_knobs(data_config)  # tc_rate, ar_intensity, ... (1.0 where absent)
+  except ValueError as e:
+    raise ConfigError(f"data.{e}") from e
   for c0 in range(0, steps, GENERATION_CHUNK):
     n = min(GENERATION_CHUNK, steps - c0)
-    ds, events = synthetic.generate_fields(n, seed=seed, nlat=h, nlon=w, start=c0)
+    ds, events = synthetic.generate_fields(n, seed=seed, nlat=h, nlon=w, start=c0, **knobs)
     for k, name in enumerate(channels):
       fields[c0 : c0 + n, ..., k] = ds[name].values
     rows[c0 : c0 + n] = synthetic.padded_boxes(events, n, max_boxes=data_config.max_boxes)
@@ -158,7 +162,9 @@ def load_split(data_config, split: str, *, time_steps: int = 1, temporal: str = 
   `data.source="synthetic"`: consecutive 6-hourly snapshots of
   `synthetic.generate_fields` (events move and evolve between them); the test
   split comes from another seed, so it never shares a field or an event with
-  training. "extremeweather" / "netcdf": the files named by `data.input`, split
+  training; `data.tc_rate`, `data.ar_intensity`, ... (`synthetic.EVENT_KNOBS`,
+  1.0 where absent) set the event climate. "extremeweather" / "netcdf": the
+  files named by `data.input` (netCDF boxes: `heuristics.label_events`), split
   in time by `data.test_fraction` (climjax.data.tfds_builders). With
   time_steps T > 1 each example is a window of T consecutive snapshots,
   (T, H, W, C) (a `Windows` view); its boxes are those of the last snapshot ("pool": the network

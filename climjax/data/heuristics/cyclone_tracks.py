@@ -1,4 +1,8 @@
-"""Joining tropical-cyclone candidates into tracks, and keeping the tracks that are cyclones."""
+"""Joining cyclone candidates into tracks, and keeping the tracks that last.
+
+Tropical cyclones (TECA's gfdl_tc_trajectory) and extratropical cyclones share the
+tracker; they differ in the speed limit and in what makes a step count.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +34,9 @@ def track_cyclones(
   min_wind: float = 17.0,
   min_duration_days: float = 2.0,
   time_step_days: float | None = None,
+  min_endpoint_km: float = 0.0,
 ) -> pd.DataFrame:
-  """Joins TC candidates into tracks and keeps the tracks that are cyclones.
+  """Joins cyclone candidates into tracks and keeps the tracks that are cyclones.
 
   Candidates at consecutive times (`time_step_days` apart, by default the
   smallest spacing between candidate times) are joined nearest pair first
@@ -40,13 +45,16 @@ def track_cyclones(
   all (steps times the step), where a step counts when its `wind` is at least
   `min_wind` and it has a warm core and a thick core (`warm_core_ok`,
   `thickness_ok`, taken as True where the columns are absent). Where the wind
-  is unknown (NaN: no wind variables) the flags alone count.
+  is unknown (NaN, or no `wind` column: extratropical candidates) the flags
+  alone count, so without wind and flags every step counts. A track must also
+  end at least `min_endpoint_km` from where it began (TempestExtremes'
+  `min_endpoint_dist`; 0 for TCs, which TECA does not test).
 
   Returns:
     The kept candidates with an integer `track_id` (0, 1, ... in order of
     first appearance), sorted by track and time.
   """
-  required = {"time", "lat", "lon", "wind"}
+  required = {"time", "lat", "lon"}
   if not required <= set(candidates.columns):
     raise ValueError(f"candidates need columns {sorted(required)}, have {list(candidates.columns)}")
   if candidates.empty:
@@ -82,13 +90,23 @@ def track_cyclones(
         track[j], next_id = next_id, next_id + 1
     previous, previous_day = current, day
 
-  wind = candidates["wind"].to_numpy(np.float64)
+  wind = (
+    candidates["wind"].to_numpy(np.float64)
+    if "wind" in candidates.columns
+    else np.full(len(candidates), np.nan)
+  )
   strong = np.where(np.isnan(wind), True, wind >= min_wind)
   for flag in ("warm_core_ok", "thickness_ok"):
     if flag in candidates.columns:
       strong &= candidates[flag].to_numpy(bool)
   strong_days = np.bincount(track, weights=strong.astype(np.float64)) * time_step_days
-  keep_ids = np.flatnonzero(strong_days >= min_duration_days - 1e-9)
+  keep = strong_days >= min_duration_days - 1e-9
+  if min_endpoint_km > 0:
+    order = np.lexsort((days, track))  # by track, then time
+    first = order[np.unique(track[order], return_index=True)[1]]
+    last = order[len(order) - 1 - np.unique(track[order][::-1], return_index=True)[1]]
+    keep &= great_circle_km(lat[first], lon[first], lat[last], lon[last]) >= min_endpoint_km
+  keep_ids = np.flatnonzero(keep)
   kept = np.isin(track, keep_ids)
   out = candidates.loc[kept].copy()
   # Renumber the kept tracks 0, 1, ... in order of first appearance.

@@ -11,74 +11,18 @@ import warnings
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import ndimage
 
 from climjax.data.errors import DataError
-from climjax.data.heuristics.grid import _field, _Grid, _grid_of, _source
+from climjax.data.heuristics.grid import _field, _grid_of, _source
+from climjax.data.heuristics.lows import _local_minima, _pressure_centre, _recovery_box
 from climjax.data.heuristics.rays import _core_drop, _nan_reduce, _ray_samples
-from climjax.data.heuristics.sphere import KM_PER_DEG, great_circle_km, relative_vorticity
+from climjax.data.heuristics.sphere import relative_vorticity
 
 TC_COLUMNS: tuple[str, ...] = (
     "time", "time_index", "lat", "lon", "y", "x", "psl", "vorticity", "wind", "warm_core",
     "thickness", "psl_rise", "warm_core_ok", "thickness_ok", "ymin", "xmin", "ymax", "xmax",
     "lat_min", "lon_min", "lat_max", "lon_max",
 )  # fmt: skip
-
-
-def _local_minima(field: np.ndarray, grid: _Grid, window_deg: float) -> np.ndarray:
-  """Flat indices of one pixel per local minimum of a window_deg-wide window (ties merged)."""
-  filled = np.where(np.isfinite(field), field, np.inf)
-  lowest = ndimage.minimum_filter(
-    filled, size=grid.window(window_deg / 2), mode=("nearest", grid.lon_mode)
-  )
-  mask = (filled == lowest) & np.isfinite(filled)
-  # A flat minimum is one candidate, not one per pixel.
-  labels, _ = ndimage.label(mask)
-  flat = labels.ravel()
-  where = np.flatnonzero(flat)
-  _, first = np.unique(flat[where], return_index=True)
-  return where[first]
-
-
-def _pressure_centre(
-  psl: np.ndarray,
-  grid: _Grid,
-  cy: np.ndarray,
-  cx: np.ndarray,
-  depth: np.ndarray,
-  radius_deg: float,
-) -> tuple[np.ndarray, np.ndarray]:
-  """Centre (lat, lon) of each low: the centroid of its pressure deficit near the minimum.
-
-  Weights are how far PSL lies below `depth` above the minimum, over pixels
-  within `radius_deg` of it. The single lowest pixel of a flat-bottomed low
-  wanders with small-scale noise by a few pixels; the centroid of the deficit
-  does not.
-  """
-  height, width = psl.shape
-  lat_c, lon_c = grid.lat[cy], grid.lon[cx]
-  ry = max(1, int(np.ceil(radius_deg / grid.dlat)))
-  widest = np.cos(np.deg2rad(min(float(np.abs(lat_c).max()), 85.0)))
-  rx = min(max(1, int(np.ceil(radius_deg / (grid.dlon * widest)))), width // 2)
-  iy = cy[:, None, None] + np.arange(-ry, ry + 1)[None, :, None]
-  ix = cx[:, None, None] + np.arange(-rx, rx + 1)[None, None, :]
-  valid = (iy >= 0) & (iy < height)
-  if grid.is_global:
-    ix = np.mod(ix, width)
-  else:
-    valid = valid & (ix >= 0) & (ix < width)
-  iy, ix = np.clip(iy, 0, height - 1), np.clip(ix, 0, width - 1)
-  lat = grid.lat[iy]
-  east = np.mod(grid.lon[ix] - lon_c[:, None, None] + 180.0, 360.0) - 180.0
-  near = great_circle_km(
-    lat_c[:, None, None], lon_c[:, None, None], lat, lon_c[:, None, None] + east
-  )
-  weight = np.clip(psl[cy, cx][:, None, None] + depth[:, None, None] - psl[iy, ix], 0.0, None)
-  weight = np.where(valid & (near <= radius_deg * KM_PER_DEG) & np.isfinite(weight), weight, 0.0)
-  total = np.maximum(weight.sum(axis=(1, 2)), 1e-30)
-  centre_lat = (weight * lat).sum(axis=(1, 2)) / total
-  centre_lon = lon_c + (weight * east).sum(axis=(1, 2)) / total
-  return centre_lat, np.mod(centre_lon, 360.0)
 
 
 def _zonal_anomaly(field: np.ndarray) -> np.ndarray:
@@ -229,24 +173,12 @@ def detect_tropical_cyclones(
       wind = _nan_reduce(np.max, s["wind"][..., within(wind_radius_deg)], (1, 2), np.nan)
 
     # Box: along each ray, where PSL has recovered box_recovery of that ray's rise.
-    in_psl = within(psl_radius_deg)
-    recovered = (s["PSL"][..., in_psl] - psl_c[:, None, None]) >= (
-      box_recovery * np.maximum(ray_rise, 0)
-    )[..., None]
-    recovered[..., -1] = True
-    edge = np.argmax(recovered, axis=-1)[..., None]  # (K, D, 1): first radius index
-    edge_lat = np.take_along_axis(ray_lat[..., in_psl], edge, -1)[..., 0]
-    edge_lon = np.take_along_axis(ray_lon[..., in_psl], edge, -1)[..., 0]
-    east = np.mod(edge_lon - lon_c[:, None] + 180.0, 360.0) - 180.0
-
     centre_lat, centre_lon = _pressure_centre(psl, grid, cy, cx, 0.5 * psl_rise, core_radius_deg)
-    # Express the box around the refined centre, so that across the seam both use
-    # the same continuation of longitude.
-    shift = np.mod(lon_c - centre_lon + 180.0, 360.0) - 180.0
-    box_lo = centre_lon + shift + east.min(axis=1)
-    box_hi = centre_lon + shift + east.max(axis=1)
-    lat_min, lat_max = edge_lat.min(axis=1), edge_lat.max(axis=1)
-    lon_min = np.mod(box_lo, 360.0)
+    in_psl = within(psl_radius_deg)
+    box = _recovery_box(
+        grid, s["PSL"][..., in_psl], psl_c, ray_rise, ray_lat[..., in_psl],
+        ray_lon[..., in_psl], lon_c, centre_lon, box_recovery,
+    )  # fmt: skip
     found = pd.DataFrame({
         "time": [times[t]] * n,
         "time_index": t,
@@ -262,14 +194,7 @@ def detect_tropical_cyclones(
         "psl_rise": psl_rise,
         "warm_core_ok": warm_core_ok,
         "thickness_ok": thickness_ok,
-        "ymin": grid.y_of(lat_min),
-        "xmin": grid.x_of(box_lo),
-        "ymax": grid.y_of(lat_max),
-        "xmax": grid.x_of(box_hi),
-        "lat_min": lat_min,
-        "lon_min": lon_min,
-        "lat_max": lat_max,
-        "lon_max": lon_min + (box_hi - box_lo),
+        **box,
     })  # fmt: skip
     if require_warm_core:
       found = found[found["warm_core_ok"] & found["thickness_ok"]]

@@ -122,6 +122,12 @@ TC tracks, 1.5 TDs, 4 ETCs and 2.5 ARs alive at once), each with a track:
   (`_west_coasts`), 2,300-6,000 km long, Gaussian half-width 150-300 km,
   12-25 kg/m2 of excess TMQ with a 10-20 m/s low-level jet (`ar_anomalies`),
   labelled where their box holds TMQ >= `AR_MIN_TMQ` (TECA's 20 kg/m2).
+Knobs of the event climate: `generate_fields(rates={"TC": 2.0}, intensities=
+{"AR": 1.2})` (or `config.data` fields `tc_rate`, `ar_intensity`, ... read by
+`event_knobs`; names `EVENT_KNOBS`) multiply the births of a kind (TC, TD, ETC,
+AR) and the amplitude of each event (TC and ETC pressure deficit, AR moisture).
+Extra births and thinning draw from streams of their own, so 1.0 is the default
+climate bit for bit and a TC rate of 2 adds TCs without moving any other event.
 Sizes are in km, so events look the same on every grid; on grids coarser than
 an event's core the core is widened to about one cell, as a coarse model would
 smear it. Boxes: TC/TD a square of half-side max(the radius where the
@@ -198,6 +204,12 @@ from climjax.data.synthetic.thermodynamics import (
   saturation_specific_humidity,
   tmq_saturation,
 )
+from climjax.data.synthetic.tracks import (
+  EVENT_KNOBS,
+  INTENSITY_KINDS,
+  RATE_KINDS,
+  event_knobs,
+)
 from climjax.data.synthetic.tracks import _land_at as _land_at
 from climjax.data.synthetic.tracks import _Track as _Track
 from climjax.data.synthetic.tracks import _west_coasts as _west_coasts
@@ -224,9 +236,12 @@ __all__ = [
   "DEFAULT_START",
   "ETC_MIN_DEFICIT",
   "EVENT_COLUMNS",
+  "EVENT_KNOBS",
   "GRAVITY",
+  "INTENSITY_KINDS",
   "KM_PER_DEG",
   "OMEGA",
+  "RATE_KINDS",
   "RHO_AIR",
   "R_DRY",
   "STEPS_PER_DAY",
@@ -240,6 +255,7 @@ __all__ = [
   "coriolis",
   "cyclone_anomalies",
   "etc_anomalies",
+  "event_knobs",
   "generate_arrays",
   "generate_fields",
   "holland_max_wind",

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -37,6 +39,8 @@ def generate_fields(
   nlat: int = 768,
   nlon: int = 1152,
   start: int = 0,
+  rates: Mapping[str, float] | None = None,
+  intensities: Mapping[str, float] | None = None,
 ) -> tuple[xr.Dataset, pd.DataFrame]:
   """CAM5-like global snapshots with planted, moving TCs, TDs, ETCs (with fronts) and ARs.
 
@@ -60,6 +64,15 @@ def generate_fields(
   full resolution are generated (and written) in chunks of steps. Sizes are
   physical (km), so events keep their size on every grid; those narrower than a
   grid cell are widened to about one cell.
+
+  The event climate has knobs per kind (`event_knobs` reads them from a
+  config): `rates[kind]` (kinds `RATE_KINDS`: TC, TD, ETC, AR) multiplies how
+  many events are born, `intensities[kind]` (`INTENSITY_KINDS`: TC, ETC, AR)
+  their amplitude: the pressure deficit of TCs (with their warm core) and
+  ETCs, the moisture excess of ARs. A stronger TC spends more of its life
+  above 17 m/s, so more of its steps are labelled TC rather than TD. Absent
+  kinds, and 1.0, are the default climate, bit for bit; a rate of 2 keeps
+  every default event and adds as many again on average (`_sample_tracks`).
   """
   if num_times < 1 or start < 0:
     raise ValueError(f"num_times must be >= 1 and start >= 0, got {num_times}, {start}")
@@ -68,7 +81,7 @@ def generate_fields(
   grid = _grid(nlat, nlon)
   noise = _NoiseBank(seed, grid)
   waves = _planetary_waves(seed)
-  tracks = _sample_tracks(seed, start, start + num_times)
+  tracks = _sample_tracks(seed, start, start + num_times, rates, intensities)
   times = DEFAULT_START + np.arange(start, start + num_times) * np.timedelta64(STEP_HOURS, "h")
 
   out = {
@@ -110,6 +123,8 @@ def generate_fields(
       "seed": seed,
       "first_step": start,
       "Conventions": "CF-1.8",
+      **{f"{k.lower()}_rate": float(v) for k, v in (rates or {}).items() if v != 1.0},
+      **{f"{k.lower()}_intensity": float(v) for k, v in (intensities or {}).items() if v != 1.0},
     },
   )
   events = pd.DataFrame(rows, columns=[c for c in EVENT_COLUMNS if c != "time"])
@@ -161,12 +176,22 @@ def generate_arrays(
   start: int = 0,
   max_boxes: int = 15,
   classes: tuple[int, ...] = (0, 1, 2, 3),
+  rates: Mapping[str, float] | None = None,
+  intensities: Mapping[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """`generate_fields` as arrays for a detector: x float32 (N, nlat, nlon, 16), boxes.
 
   Channels in `variables.EXTREMEWEATHER_CHANNELS` order (NHWC, physical units);
   boxes int32 (N, max_boxes, 5) from `padded_boxes`.
   """
-  ds, events = generate_fields(num_times, seed=seed, nlat=nlat, nlon=nlon, start=start)
+  ds, events = generate_fields(
+    num_times,
+    seed=seed,
+    nlat=nlat,
+    nlon=nlon,
+    start=start,
+    rates=rates,
+    intensities=intensities,
+  )
   x = np.stack([ds[name].values for name in variables.EXTREMEWEATHER_CHANNELS], axis=-1)
   return x, padded_boxes(events, num_times, max_boxes=max_boxes, classes=classes)

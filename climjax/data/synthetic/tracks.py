@@ -27,6 +27,17 @@ _EVENT_RATES: dict[str, tuple[float, tuple[float, float]]] = {
 }
 _MAX_LIFE_STEPS = int(10 * STEPS_PER_DAY)
 
+# Knobs of the event climate (`generate_fields(rates=..., intensities=...)`), as
+# `config.data` fields: <kind>_rate multiplies how many events of a kind are born,
+# <kind>_intensity the amplitude of each (see `_intensify`). 1.0 is the default climate.
+RATE_KINDS: tuple[str, ...] = tuple(_EVENT_RATES)  # TC, TD, ETC, AR
+INTENSITY_KINDS: tuple[str, ...] = ("TC", "ETC", "AR")
+EVENT_KNOBS: tuple[str, ...] = tuple(f"{k.lower()}_rate" for k in RATE_KINDS) + tuple(
+  f"{k.lower()}_intensity" for k in INTENSITY_KINDS
+)
+_MAX_RATE = 10.0
+_EVENTS_PER_DAY_ID = 100  # track ids are day * 100 + the event's serial number that day
+
 
 @functools.lru_cache(maxsize=1)
 def _reference_land() -> np.ndarray:
@@ -160,29 +171,117 @@ def _sample_ar_track(rng, birth: int, life: int) -> _Track:
   return _Track("AR", 0, birth, lats, lons, strength, p)
 
 
-def _sample_tracks(seed: int, first: int, last: int) -> list[_Track]:
+def event_knobs(config) -> dict[str, dict[str, float]]:
+  """`rates` and `intensities` for `generate_fields` from a config's `EVENT_KNOBS` fields.
+
+  `config` is anything with `.get` (a `config.data` ConfigDict, a dict); absent
+  fields are 1.0, and only knobs other than 1.0 are kept. A rate must be in
+  [0, 10] and an intensity > 0, else ValueError naming the field.
+  """
+  out = {"rates": {}, "intensities": {}}
+  for group, kinds, suffix in (
+    ("rates", RATE_KINDS, "rate"),
+    ("intensities", INTENSITY_KINDS, "intensity"),
+  ):
+    for kind in kinds:
+      field = f"{kind.lower()}_{suffix}"
+      value = config.get(field, 1.0)
+      value = 1.0 if value is None else float(value)
+      if suffix == "rate" and not 0.0 <= value <= _MAX_RATE:
+        raise ValueError(f"{field} must be in [0, {_MAX_RATE:g}], got {value}")
+      if suffix == "intensity" and not value > 0.0:
+        raise ValueError(f"{field} must be > 0, got {value}")
+      if value != 1.0:
+        out[group][kind] = value
+  return out
+
+
+def _check_knobs(rates: dict[str, float], intensities: dict[str, float]) -> None:
+  """ValueError for a kind without that knob or a value out of range."""
+  fields = {}
+  for group, knobs, kinds, suffix in (
+    ("rates", rates, RATE_KINDS, "rate"),
+    ("intensities", intensities, INTENSITY_KINDS, "intensity"),
+  ):
+    unknown = set(knobs) - set(kinds)
+    if unknown:
+      raise ValueError(f"{group} are for {', '.join(kinds)}; got {sorted(unknown)}")
+    fields.update({f"{kind.lower()}_{suffix}": value for kind, value in knobs.items()})
+  event_knobs(fields)
+
+
+def _intensify(track: _Track, factor: float) -> None:
+  """Scales an event's amplitude: TC pressure deficit (and its warm core, which the
+  generator ties to the deficit), ETC pressure deficit, AR moisture excess."""
+  if track.kind == "TC":
+    for key in ("dp_peak", "warm200", "warm500"):
+      track.p[key] *= factor
+  elif track.kind == "ETC":
+    track.p["dp"] *= factor
+  elif track.kind == "AR":
+    track.p["moist"] *= factor
+
+
+def _sample_track(rng, kind: str, day: int, season: float) -> _Track:
+  """One event of `kind` born on `day`, drawn from `rng`."""
+  _, (life_lo, life_hi) = _EVENT_RATES[kind]
+  birth = day * STEPS_PER_DAY + int(rng.integers(STEPS_PER_DAY))
+  life = max(2, int(round(rng.uniform(life_lo, life_hi) * STEPS_PER_DAY)))
+  if kind in ("TC", "TD"):
+    return _sample_cyclone_track(rng, kind, birth, life, season)
+  if kind == "ETC":
+    return _sample_etc_track(rng, birth, life)
+  return _sample_ar_track(rng, birth, life)
+
+
+def _sample_tracks(
+  seed: int,
+  first: int,
+  last: int,
+  rates: dict[str, float] | None = None,
+  intensities: dict[str, float] | None = None,
+) -> list[_Track]:
   """Every event alive at any step in [first, last), from per-day random streams.
 
   Births on day d come from SeedSequence([seed, d]) alone, so the events of a
-  step never depend on which range of steps was asked for.
+  step never depend on which range of steps was asked for. A `rates[kind]`
+  other than 1 changes the kind's births from a second stream per day and
+  kind, leaving the default stream as it is: rate r > 1 adds Poisson((r - 1) n)
+  events to the n of the default climate, r < 1 keeps each of them with
+  probability r (both Poisson with mean r n); so the other kinds' events, and
+  at r > 1 the default ones of the kind itself, are unchanged.
   """
+  rates, intensities = dict(rates or {}), dict(intensities or {})
+  _check_knobs(rates, intensities)
   tracks = []
   for day in range((first - _MAX_LIFE_STEPS) // STEPS_PER_DAY, (last - 1) // STEPS_PER_DAY + 1):
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE7E, day + 1_000_000]))
     season, _ = _season(DEFAULT_START + np.timedelta64(day * 24, "h"))
-    serial = 0
+    born = []
     for kind, (mean_live, (life_lo, life_hi)) in _EVENT_RATES.items():
       for _ in range(rng.poisson(mean_live / ((life_lo + life_hi) / 2))):
-        birth = day * STEPS_PER_DAY + int(rng.integers(STEPS_PER_DAY))
-        life = max(2, int(round(rng.uniform(life_lo, life_hi) * STEPS_PER_DAY)))
-        if kind in ("TC", "TD"):
-          track = _sample_cyclone_track(rng, kind, birth, life, float(season))
-        elif kind == "ETC":
-          track = _sample_etc_track(rng, birth, life)
-        else:
-          track = _sample_ar_track(rng, birth, life)
-        track.track_id = (day + 1_000_000) * 100 + serial
-        serial += 1
-        if track.birth < last and track.birth + len(track.lat) > first:
-          tracks.append(track)
+        born.append(_sample_track(rng, kind, day, float(season)))
+    kept = [True] * len(born)
+    for k, (kind, (mean_live, (life_lo, life_hi))) in enumerate(_EVENT_RATES.items()):
+      rate = rates.get(kind, 1.0)
+      if rate == 1.0:
+        continue
+      extra_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE7F, day + 1_000_000, k]))
+      if rate < 1.0:
+        mine = [i for i, track in enumerate(born) if track.kind == kind]
+        for i, draw in zip(mine, extra_rng.random(len(mine)), strict=True):
+          kept[i] = bool(draw < rate)
+      else:
+        mean_births = (rate - 1.0) * mean_live / ((life_lo + life_hi) / 2)
+        for _ in range(extra_rng.poisson(mean_births)):
+          born.append(_sample_track(extra_rng, kind, day, float(season)))
+          kept.append(True)
+    if len(born) > _EVENTS_PER_DAY_ID:
+      raise ValueError(f"{len(born)} events born on day {day}: lower the rates")
+    for serial, (track, keep) in enumerate(zip(born, kept, strict=True)):
+      track.track_id = (day + 1_000_000) * _EVENTS_PER_DAY_ID + serial
+      if track.kind in intensities:
+        _intensify(track, intensities[track.kind])
+      if keep and track.birth < last and track.birth + len(track.lat) > first:
+        tracks.append(track)
   return tracks

@@ -39,13 +39,13 @@ Sources (builder config `source`, with `input` a path or glob):
                   at `height` x `width`, the test split from seed + 10,000.
   netcdf          CAM5 / CF files read with `netcdf.open_fields` (names mapped
                   by `variables.ALIASES` and `variables_map`), labelled by the
-                  TECA-style heuristics: TCs are candidates of
-                  `heuristics.detect_tropical_cyclones` on tracks kept by
-                  `heuristics.track_cyclones` (tracks need 2 days of fields),
-                  ARs come from `heuristics.detect_atmospheric_rivers`.
-                  Detection boxes are TC and AR only (climjax has no TD or ETC
-                  detector); WF patches cannot be built from netCDF (there is
-                  no front detector) and the build says so.
+                  TECA-style heuristics: detection boxes (TD, TC, ETC, AR) are
+                  those of `heuristics.label_events`; TC patches are centred
+                  on candidates of `heuristics.detect_tropical_cyclones` on
+                  tracks kept by `heuristics.track_cyclones` (tracks need 2
+                  days of fields), AR patches on
+                  `heuristics.detect_atmospheric_rivers`, WF patches on
+                  `heuristics.detect_fronts` (T850, else TREFHT).
   extremeweather  `climo_YYYY.h5` files (`extremeweather.ExtremeWeatherFile`):
                   patches are cut around the boxes of the task's class (TC 1,
                   AR 3, WF 4 where a file has fronts); detection takes the

@@ -117,6 +117,29 @@ def _file_fields(data_config, source: str) -> dict:
   }
 
 
+def _event_knobs(data_config, source: str) -> str:
+  """The synthetic event climate as 'tc_rate=2.0,ar_intensity=1.2' ('' for the default).
+
+  Part of a synthetic dataset's identity; file sources have their own events.
+  """
+  if source != "synthetic":
+    return ""
+  from climjax.data import synthetic
+
+  knobs = synthetic.event_knobs(data_config)  # ValueError naming a bad field
+  parts = [f"{k.lower()}_rate={v:g}" for k, v in knobs["rates"].items()]
+  parts += [f"{k.lower()}_intensity={v:g}" for k, v in knobs["intensities"].items()]
+  return ",".join(parts)
+
+
+def parse_event_knobs(text: str) -> dict[str, dict[str, float]]:
+  """`_event_knobs`'s string back to `generate_fields`'s `rates` and `intensities`."""
+  from climjax.data import synthetic
+
+  fields = dict(item.split("=") for item in text.split(",") if item)
+  return synthetic.event_knobs({k: float(v) for k, v in fields.items()})
+
+
 def _check_sizes(data_config, source: str) -> None:
   for split in ("train", "test"):
     num = int(data_config.num_train if split == "train" else data_config.num_test)
@@ -157,3 +180,4 @@ class DetectionConfig(tfds.core.BuilderConfig):
   num_test: int = 0
   seed: int = 0
   max_boxes: int = DETECTION_MAX_BOXES
+  event_knobs: str = ""  # synthetic: "tc_rate=2,ar_intensity=1.2" ("" = the default climate)

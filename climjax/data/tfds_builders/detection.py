@@ -20,8 +20,10 @@ from climjax.data.tfds_builders.configs import (
   DetectionConfig,
   _check_sizes,
   _digest,
+  _event_knobs,
   _file_fields,
   _log,
+  parse_event_knobs,
 )
 from climjax.data.tfds_builders.frames import (
   EVENT_COLUMNS,
@@ -43,10 +45,13 @@ def detection_config(data_config) -> DetectionConfig:
   `variables_map`, `box_order`, `test_fraction`, `max_boxes` (default 15) and,
   for synthetic data, `height` and `width` (default 768 x 1152). For file
   sources the grid is read off the input (which must exist, else DataError).
+  Synthetic data also read the event knobs (`synthetic.EVENT_KNOBS`: `tc_rate`,
+  `ar_intensity`, ...); those other than 1.0 end the dataset's name.
   """
   source = data_config.source
   files = _file_fields(data_config, source)
   _check_sizes(data_config, source)
+  knobs = _event_knobs(data_config, source)
   if source == "synthetic":
     height, width = int(data_config.get("height", 768)), int(data_config.get("width", 1152))
     where = f"{height}x{width}"
@@ -59,7 +64,7 @@ def detection_config(data_config) -> DetectionConfig:
   name = (
     f"{source}-{where}-train{data_config.num_train}-test{data_config.num_test}"
     f"-seed{data_config.seed}-boxes{max_boxes}"
-  )
+  ) + "".join(f"-{knob.replace('=', '')}" for knob in knobs.split(",") if knob)
   return DetectionConfig(
     name=name,
     version=ExtremeWeather.VERSION,
@@ -70,6 +75,7 @@ def detection_config(data_config) -> DetectionConfig:
     num_test=int(data_config.num_test),
     seed=int(data_config.seed),
     max_boxes=max_boxes,
+    event_knobs=knobs,
     **files,
   )
 
@@ -194,11 +200,12 @@ class ExtremeWeather(tfds.core.GeneratorBasedBuilder):
 
     cfg = self.builder_config
     chunk = max(1, min(64, _GENERATION_BYTES // (cfg.height * cfg.width * 16 * 4)))
+    knobs = parse_event_knobs(cfg.event_knobs)
     t0 = time.time()
     for c0 in range(0, num, chunk):
       n = min(chunk, num - c0)
       ds, events = synthetic.generate_fields(
-        n, seed=seed, nlat=cfg.height, nlon=cfg.width, start=c0
+        n, seed=seed, nlat=cfg.height, nlon=cfg.width, start=c0, **knobs
       )
       rows = synthetic.padded_boxes(events, n, max_boxes=cfg.max_boxes)
       times = [_iso(t) for t in ds["time"].values]

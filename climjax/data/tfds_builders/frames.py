@@ -1,7 +1,8 @@
 """Input snapshots ("frames") from netCDF or ExtremeWeather files, and the events on them.
 
 netCDF snapshots are labelled by the TECA-style heuristics
-(`climjax.data.heuristics`), ExtremeWeather ones by the boxes in the files;
+(`climjax.data.heuristics`: TD, TC, ETC and AR boxes, fronts for WF patches),
+ExtremeWeather ones by the boxes in the files;
 `_split_frames` splits the snapshots by time into train and test.
 """
 
@@ -112,25 +113,27 @@ class _NetcdfFrames:
       self._land = landsea.land_fraction(self.grid.lat, self.grid.lon)
     return self._land
 
+  def _heuristics_land(self) -> np.ndarray:
+    return self.ds["LANDFRAC"][0].values if "LANDFRAC" in self.ds else self.land_fraction()
+
   def events(self, task: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(positives, events to keep negatives away from) found by the heuristics."""
     from climjax.data import heuristics
 
     if task == "wf":
-      raise DataError(
-        self.description,
-        "weather-front patches cannot be built from netCDF: climjax has no front detector "
-        "(heuristics.py finds TCs and ARs); use --source=synthetic, or ExtremeWeather files "
-        "whose boxes include fronts (class 4)",
+      if "T850" not in self.ds:
+        self.require(("TREFHT",), "the front heuristics (T850, else TREFHT)")
+      fronts = self._label_rows(
+        heuristics.label_events(self.ds, classes=("WF",), land_fraction=self._heuristics_land())
       )
+      return fronts, fronts
     if task == "tc":
       self.require(("PSL",), "the TC heuristics")
       candidates = heuristics.detect_tropical_cyclones(self.ds)
       tracked = heuristics.track_cyclones(candidates) if len(candidates) else candidates
       return self._tc_rows(tracked), self._tc_rows(candidates)
     self.require(("TMQ",), "the AR heuristics")
-    land = self.ds["LANDFRAC"][0].values if "LANDFRAC" in self.ds else self.land_fraction()
-    rivers = heuristics.detect_atmospheric_rivers(self.ds, land_fraction=land)
+    rivers = heuristics.detect_atmospheric_rivers(self.ds, land_fraction=self._heuristics_land())
     rows = self._ar_rows(rivers)
     return rows, rows
 
@@ -161,11 +164,27 @@ class _NetcdfFrames:
         "cx": cx,
     }, columns=list(EVENT_COLUMNS))  # fmt: skip
 
+  def _label_rows(self, labels: pd.DataFrame) -> pd.DataFrame:
+    # `label_events` boxes are pixel edges already, x continuing past the seam.
+    return pd.DataFrame({
+        "frame": labels["time_index"].to_numpy(np.int64),
+        "class_id": labels["class_id"].to_numpy(np.int64),
+        "ymin": labels["ymin"].to_numpy(np.float64),
+        "xmin": labels["xmin"].to_numpy(np.float64),
+        "ymax": labels["ymax"].to_numpy(np.float64),
+        "xmax": labels["xmax"].to_numpy(np.float64),
+        "cy": labels["y"].to_numpy(np.float64),
+        "cx": labels["x"].to_numpy(np.float64),
+    }, columns=list(EVENT_COLUMNS))  # fmt: skip
+
   def detection_events(self) -> pd.DataFrame:
-    """TC (tracked) and AR boxes of every snapshot: what the heuristics can label."""
-    tc, _ = self.events("tc")
-    ar, _ = self.events("ar")
-    return pd.concat([tc, ar], ignore_index=True)
+    """TD, TC, ETC and AR boxes of every snapshot (`heuristics.label_events`)."""
+    from climjax.data import heuristics
+
+    classes = tuple(variables.CLASS_NAMES)
+    return self._label_rows(
+      heuristics.label_events(self.ds, classes=classes, land_fraction=self._heuristics_land())
+    )
 
 
 class _ExtremeWeatherFrames:
