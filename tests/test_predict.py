@@ -142,3 +142,32 @@ def test_wrong_grid_missing_variable_and_foreign_workdirs_are_one_line(
   os.symlink(os.path.join(trained, "checkpoints"), other / "checkpoints")
   result = _predict(f"--workdir={other}", f"--input={cam5_files}", f"--out={tmp_path}/o")
   _one_line_error(result, "does not fit the network")
+
+
+@pytest.mark.slow
+def test_climatology_recovers_a_planted_change_end_to_end(tmp_path):
+  """Two 30-day synthetic runs, ARs planted twice as often in the second; the
+  heuristics through launch/predict.py and launch/climatology.py find more ARs
+  (and about as many ETCs, planted alike) in the second."""
+  for name, rate in (("a", 1.0), ("b", 2.0)):
+    result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "launch", "synthetic_run.py"), f"--out={tmp_path / name}",
+       "--days=30", "--seed=0", "--nlat=96", "--nlon=144", f"--ar_rate={rate}"],
+      cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = _predict("--detector=heuristics", f"--input={tmp_path / name}/*.nc",
+                      f"--out={tmp_path / ('p' + name)}")  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  result = subprocess.run(
+    [sys.executable, os.path.join(REPO, "launch", "climatology.py"),
+     f"--runs={tmp_path / 'pa'},{tmp_path / 'pb'}", f"--out={tmp_path / 'compare'}"],
+    cwd=REPO, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  import pandas as pd
+
+  table = pd.read_csv(tmp_path / "compare" / "summary.csv").set_index("class")
+  assert 1.3 < table.loc["AR", "ratio"] < 3.0, table
+  assert 0.7 < table.loc["ETC", "ratio"] < 1.4, table
+  assert os.path.exists(tmp_path / "compare" / "frequency.nc")
