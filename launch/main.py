@@ -12,6 +12,7 @@ field or file (exit status 2), not a traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 # configs/ lives beside climjax/ at the repository root, not inside the package.
@@ -24,12 +25,66 @@ from ml_collections import config_flags  # noqa: E402
 
 from climjax import platform  # noqa: E402  (imports no JAX)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<config name>).")
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Experiment config file.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Output directory (default: runs/<config name>, plus the strategy and ranks)."
+)
+_RESUME = flags.DEFINE_enum(
+  "resume", "auto", ["auto", "force"],
+  "auto: continue a run in --workdir only if its config.json differs in train.steps alone; "
+  "force: continue it whatever changed.",
+)  # fmt: skip
+
 
 def _fail(message: str) -> None:
   print(f"climjax: error: {message}", file=sys.stderr)
   sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with one line instead of a traceback for a bad flag.
+
+  A mistyped config field (--config.train.bach_size=4) raises inside
+  ml_collections while the override is applied; a value of the wrong type is
+  an absl flags error. Both name the flag and, where ml_collections has one,
+  the field meant.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).replace("\n", " "))
+  except (AttributeError, KeyError) as e:
+    text = str(e)
+    meant = re.search(r'did you mean "(\w+)" instead of "(\w+)"', text, re.IGNORECASE)
+    named = re.search(r"[A-Za-z_]\w*", text)
+    key = meant.group(2) if meant else (named.group(0) if named else text)
+    given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and key in a]
+    where = given[0] if given else "a --config override"
+    hint = f'; did you mean "{meant.group(1)}"?' if meant else ""
+    _fail(f"{where}: the config has no field {key!r}{hint}")
+  return argv
+
+
+def default_workdir(config) -> str:
+  """runs/<config name>, with the strategy and MPI ranks when not one process (runs/tc-sync2,
+  runs/tc-hybrid3-g2s1), so that runs of one config under different layouts never share
+  checkpoints."""
+  name = config.get("name", "run")
+  parallel = config.get("parallel", {})
+  strategy = parallel.get("strategy", "single")
+  if strategy == "single":
+    return os.path.join("runs", name)
+  ranks = next((os.environ[v] for v in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE") if v in os.environ), "")
+  suffix = f"-{strategy}{ranks}"
+  if strategy in ("hybrid", "simulated"):
+    suffix += f"-g{parallel.get('num_groups', 1)}"
+  if strategy == "hybrid":
+    suffix += f"s{parallel.get('num_servers', 0)}"
+  if parallel.get("gradient_lag", 0):
+    suffix += "-lag"
+  return os.path.join("runs", name + suffix)
 
 
 def main(argv: list[str]) -> None:
@@ -41,7 +96,7 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   if config is None:
     _fail("--config is required, e.g. --config=configs/tc.py")
-  workdir = _WORKDIR.value or os.path.join("runs", config.get("name", "run"))
+  workdir = _WORKDIR.value or default_workdir(config)
   try:
     # orig_argv keeps interpreter options such as `-m mpi4py`, so the re-executed
     # process (tcmalloc preload) still aborts every rank when one fails.
@@ -54,10 +109,10 @@ def main(argv: list[str]) -> None:
 
   print(f"[climjax] platform: {platform_info}")
   try:
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, resume=_RESUME.value)
   except (ConfigError, DataError) as e:
     _fail(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

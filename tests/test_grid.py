@@ -29,6 +29,7 @@ def test_point_command_passes_overrides():
   assert "--workdir=/tmp/x" in command and not any("name" in c for c in command)
 
 
+@pytest.mark.slow
 def test_two_points_run_tabulate_and_are_not_rerun(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   only = ["labelled0.1_lambda10", "labelled0.1_lambda0"]

@@ -300,6 +300,7 @@ def test_sync_two_ranks_match_one_process_with_the_global_batch(tmp_path):
   assert report["rank_spread"] == 0.0  # the ranks hold bit-identical parameters
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_hybrid_one_group_is_synchronous_and_resumes_exactly(tmp_path):
   ckpt = tmp_path / "servers"
@@ -320,6 +321,7 @@ def test_hybrid_one_group_is_synchronous_and_resumes_exactly(tmp_path):
   assert second["max_abs_diff"] <= 1e-5, second  # same as 10 uninterrupted synchronous steps
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_hybrid_two_async_groups_two_servers(tmp_path):
   ckpt = tmp_path / "servers"
@@ -367,6 +369,7 @@ def _mpirun(num_ranks: int, workdir, data_dir, *overrides) -> dict:
     return json.load(f)
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_training_loop_sync_and_hybrid_one_group_agree(tc_data_dir, tmp_path):
   """launch/main.py under MPI: the lead's loop with sync, and the hybrid fork with G = 1."""
@@ -422,6 +425,7 @@ def test_straggler_delay_is_inside_the_step():
   np.testing.assert_array_equal(out["b"], tree["b"])
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_gradient_lag_under_mpi_is_the_one_process_lag(tc_data_dir, tmp_path):
   """sync + gradient_lag=1 on 2 ranks (all-reduce on a host thread, overlapped)

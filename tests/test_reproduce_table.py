@@ -8,6 +8,8 @@ import pytest
 
 from launch import reproduce_table
 
+pytestmark = pytest.mark.slow  # trains every task and baseline once (~25 s)
+
 TASKS = ("tc", "ar", "wf")
 METHODS = ("lr", "knn", "svm", "rf", "cnn")
 

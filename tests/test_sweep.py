@@ -95,6 +95,7 @@ def test_baseline_sweep_logs_trials_saves_best_and_continues(config, tmp_path):
   assert [t["number"] for t in _lines(os.path.join(workdir, "trials.jsonl"))] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_cnn_sweep_trains_on_the_fit_part_and_refits_on_train(config, tmp_path):
   workdir = tmp_path / "cnn"
   settings = tc.get_sweep("tiny")

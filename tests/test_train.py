@@ -60,6 +60,7 @@ def test_trains_checkpoints_resumes_and_improves(data_dir, tmp_path):
   assert json.load(open(os.path.join(workdir, "config.json")))["task"] == "tc"
 
 
+@pytest.mark.slow
 def test_gradient_lag_resumes_as_the_same_run(data_dir, tmp_path):
   """With parallel.gradient_lag=1 a checkpoint holds no update in flight: stopping at
   step 40 and resuming to 60 gives the uninterrupted 60-step run."""
@@ -82,6 +83,14 @@ def test_a_finished_run_rerun_does_not_train_again(data_dir, tmp_path):
   train.train_and_evaluate(_config(data_dir, steps=20), workdir)
   again = train.train_and_evaluate(_config(data_dir, steps=20), workdir)
   assert again["resumed_from_step"] == 20 and again["steps"] == 20
+  # Another experiment in the same workdir is refused, naming what changed ...
+  other = _config(data_dir, steps=20, batch_size=32)
+  other.data.source = "netcdf"
+  with pytest.raises(validate.ConfigError, match=r"holds a run with another config.*data.source"):
+    train.train_and_evaluate(other, workdir)
+  # ... unless forced (here only the batch differs; the finished run trains nothing).
+  forced = train.train_and_evaluate(_config(data_dir, steps=20, batch_size=32), workdir, resume="force")
+  assert forced["resumed_from_step"] == 20
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,7 @@ def _max_abs_diff(a, b) -> float:
   return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b, strict=True))
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_detector_sync_equals_one_process_and_hybrid_one_group_equals_sync(tmp_path):
   single = train.train_and_evaluate(_config(), str(tmp_path / "single"))
@@ -111,6 +112,7 @@ def test_detector_sync_equals_one_process_and_hybrid_one_group_equals_sync(tmp_p
   assert not os.path.exists(tmp_path / "hybrid" / "checkpoints")  # the servers own them
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_detector_hybrid_two_groups_evaluates_reports_staleness_and_resumes(tmp_path):
   hybrid = {"parallel.strategy": "hybrid", "parallel.num_groups": 2, "parallel.num_servers": 1}

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 import grain
 import numpy as np
 
+from climjax.errors import ConfigError
+
 
 class _Reader:
   """Reads and collates one batch of indices from a random-access source."""
@@ -52,11 +54,14 @@ def train_batches(
   """Endless shuffled training batches of `global_batch_size // shard_count` examples."""
   n = len(source)
   if global_batch_size % shard_count:
-    raise ValueError(
+    raise ConfigError(
         f"train.batch_size={global_batch_size} is not divisible by the {shard_count} data shards"
     )
   if global_batch_size > n:
-    raise ValueError(f"train.batch_size={global_batch_size} exceeds the {n} training examples")
+    raise ConfigError(
+      f"train.batch_size={global_batch_size} exceeds the {n} training examples; "
+      f"use a smaller --config.train.batch_size or more data"
+    )
   local = global_batch_size // shard_count
   lo = shard_index * local
   indices = (

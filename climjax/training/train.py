@@ -49,14 +49,22 @@ def validate_config(config: ml_collections.ConfigDict):
 
 
 def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str, *, data: tasks.TaskData | None = None
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  data: tasks.TaskData | None = None,
+  resume: str = "auto",
 ) -> dict:
   """Trains the configured task with the configured strategy, evaluates, writes the workdir.
 
   Every MPI rank calls it. Returns the summary (complete on the chief). `data`
   replaces the task's own data (e.g. a sweep's fit / validation split of the
-  training set); by default the task loads it from `config.data`.
+  training set); by default the task loads it from `config.data`. A workdir
+  that holds checkpoints of a run with another config (anything but
+  `train.steps` changed) is refused unless `resume="force"`.
   """
+  if resume not in ("auto", "force"):
+    raise validate.ConfigError(f"resume must be 'auto' or 'force', got {resume!r}")
   task = validate_config(config)
   try:
     strategy = parallel.make_strategy(config.parallel)
@@ -64,16 +72,18 @@ def train_and_evaluate(
     raise validate.ConfigError(str(e)) from None
   with strategy.guard():
     try:
-      return _train_and_evaluate(config, workdir, task, strategy, data)
+      return _train_and_evaluate(config, workdir, task, strategy, data, resume == "force")
     finally:
       strategy.close()
 
 
-def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy, data) -> dict:
+def _train_and_evaluate(
+  config, workdir: str, task, strategy: parallel.Strategy, data, force_resume: bool
+) -> dict:
   t_start = time.time()
   topology = strategy.topology
   chief = topology.is_chief
-  log = start_run(config, workdir, topology)
+  log = start_run(config, workdir, topology, force_resume=force_resume)
   if strategy.describe():
     log(f"[climjax] {strategy.describe()}")
 
@@ -106,7 +116,10 @@ def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy,
     donate_argnums=0,
   )
   eval_fn = task.make_eval_fn(config, model)
-  local_batch = topology.per_rank_batch(config.train.batch_size)
+  try:
+    local_batch = topology.per_rank_batch(config.train.batch_size)
+  except ValueError as e:  # e.g. a global batch that does not split over the ranks
+    raise validate.ConfigError(f"train.batch_size: {e}") from None
   flops, flops_line = task.step_flops(
     config, model, state, data, tx=step_tx, reduce_grads=topology.reduce_grads,
     local_batch=local_batch,
@@ -242,11 +255,14 @@ def _train_and_evaluate(config, workdir: str, task, strategy: parallel.Strategy,
   return summary
 
 
-def start_run(config, workdir: str, topology) -> Callable[..., None]:
-  """The chief checks the workdir and writes config.json; every rank waits for it.
+def start_run(config, workdir: str, topology, *, force_resume: bool = False) -> Callable[..., None]:
+  """Every rank checks that a run in `workdir` may be continued with this config; the
+  chief checks the workdir and writes config.json; every rank waits for it.
 
   Returns the run's `log`: print on the chief, silent elsewhere.
   """
+  validate.check_resume(config, workdir, force=force_resume)
+  topology.barrier()  # every rank has read the stored config before the chief rewrites it
   if topology.is_chief:
     validate.ensure_workdir(workdir)
     write_json(os.path.join(workdir, "config.json"), config.to_dict())
