@@ -102,19 +102,24 @@ def log(message: str) -> None:
 # ---- the sweep -------------------------------------------------------------------
 
 
-def load_sweep(config_file: str):
-  """The ConfigDict of 'path/to/sweep.py[:arg]' (`get_sweep(arg)`)."""
+def call_config(config_file: str, function: str):
+  """`function(arg)` of 'path/to/file.py[:arg]' (relative to the repository, or absolute)."""
   path, _, arg = config_file.partition(":")
   if not os.path.exists(path) and os.path.exists(os.path.join(REPO, path)):
     path = os.path.join(REPO, path)  # configs/scaling.py from any directory
   if not os.path.exists(path):
     raise ValueError(f"--config={config_file}: no file {path}")
-  spec = importlib.util.spec_from_file_location("_climjax_scaling_sweep", path)
+  spec = importlib.util.spec_from_file_location(f"_climjax_{function}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  if not hasattr(module, "get_sweep"):
-    raise ValueError(f"--config={config_file}: the file defines no get_sweep()")
-  return module.get_sweep(arg or None)
+  if not hasattr(module, function):
+    raise ValueError(f"--config={config_file}: the file defines no {function}()")
+  return getattr(module, function)(arg or None)
+
+
+def load_sweep(config_file: str):
+  """The ConfigDict of 'path/to/sweep.py[:arg]' (`get_sweep(arg)`)."""
+  return call_config(config_file, "get_sweep")
 
 
 def point_name(point) -> str:
@@ -221,11 +226,7 @@ def overrides(point, model, step_plan, *, data_dir: str | None) -> list[str]:
 
 def model_config(config_file: str):
   """get_config(arg) of 'configs/x.py[:arg]' (relative to the repository, or absolute)."""
-  path, _, arg = config_file.partition(":")
-  spec = importlib.util.spec_from_file_location("_climjax_scaling_model", os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return call_config(config_file, "get_config")
 
 
 def prepare_data(config_file: str, data_dir: str, data_overrides=None) -> bool:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import math
 import os
 import sys
@@ -47,11 +46,7 @@ def log(message: str) -> None:
 
 
 def load_study(config_file: str):
-  path, _, arg = config_file.partition(":")
-  spec = importlib.util.spec_from_file_location("_climjax_study", os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_study(arg or None)
+  return scaling.call_config(config_file, "get_study")
 
 
 def run_dir(workdir: str, model: str, groups: int, seed: int, simulated: bool) -> str:
@@ -267,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     study = load_study(args.config)
-  except (OSError, AttributeError, ValueError) as e:
+  except (OSError, ValueError) as e:
     print(f"statistical_efficiency: cannot read the study {args.config}: {e}", file=sys.stderr)
     return 2
   models = [m for m in args.only.split(",") if m] or list(study["models"])

@@ -8,7 +8,7 @@ import xarray as xr
 from scipy import ndimage
 
 from climjax.data.errors import DataError
-from climjax.data.heuristics.grid import _field, _Grid, _grid_of, _source
+from climjax.data.heuristics.grid import _field, _Grid, _grid_of, _source, region_box
 from climjax.data.heuristics.sphere import EARTH_RADIUS_KM
 
 AR_COLUMNS: tuple[str, ...] = (
@@ -205,7 +205,6 @@ def detect_atmospheric_rivers(
       lam = np.deg2rad(grid.lon[xs])
       centre_lon = np.rad2deg(np.arctan2((cell * np.sin(lam)).sum(), (cell * np.cos(lam)).sum()))
       x0, x1 = _column_span(xs, width, wrap)
-      lon_min = float(grid.lon[x0])
       rows.append({
           "time": times[t],
           "time_index": t,
@@ -217,13 +216,6 @@ def detect_atmospheric_rivers(
           "tmq_max": float(tmq.ravel()[members].max()),
           "landfall": landfall,
           "num_pixels": int(len(members)),
-          "ymin": int(ys.min()),
-          "xmin": x0,
-          "ymax": int(ys.max()),
-          "xmax": x1,
-          "lat_min": float(grid.lat[ys.min()]),
-          "lon_min": lon_min,
-          "lat_max": float(grid.lat[ys.max()]),
-          "lon_max": lon_min + (x1 - x0) * grid.dlon,
+          **region_box(grid, ys, x0, x1),
       })  # fmt: skip
   return pd.DataFrame(rows, columns=list(AR_COLUMNS))

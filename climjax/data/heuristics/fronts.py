@@ -19,7 +19,7 @@ from climjax.data.heuristics.atmospheric_rivers import (
   _label_wrapped,
   _land_mask,
 )
-from climjax.data.heuristics.grid import _field, _Grid, _grid_of, _source
+from climjax.data.heuristics.grid import _field, _Grid, _grid_of, _source, region_box
 from climjax.data.heuristics.sphere import EARTH_RADIUS_KM, KM_PER_DEG
 
 FRONT_COLUMNS: tuple[str, ...] = (
@@ -194,7 +194,6 @@ def detect_fronts(
       centre = (w[:, None] * xyz).sum(axis=0)
       k = int(np.argmax(xyz @ centre))
       x0, x1 = _column_span(xs, width, grid.is_global)
-      lon_min = float(grid.lon[x0])
       rows.append({
           "time": times[t],
           "time_index": t,
@@ -206,14 +205,7 @@ def detect_fronts(
           "num_pixels": int(len(members)),
           "max_gradient": float(gradient.ravel()[members].max()),
           "max_tfp": float(tfp.ravel()[members].max()),
-          "ymin": int(ys.min()),
-          "xmin": x0,
-          "ymax": int(ys.max()),
-          "xmax": x1,
-          "lat_min": float(grid.lat[ys.min()]),
-          "lon_min": lon_min,
-          "lat_max": float(grid.lat[ys.max()]),
-          "lon_max": lon_min + (x1 - x0) * grid.dlon,
+          **region_box(grid, ys, x0, x1),
       })  # fmt: skip
   df = pd.DataFrame(rows, columns=list(FRONT_COLUMNS))
   df.attrs["variable"] = variable

@@ -77,6 +77,22 @@ class _Grid:
     return (EARTH_RADIUS_KM**2 * np.deg2rad(self.dlon) * band)[:, None]
 
 
+def region_box(grid: _Grid, ys: np.ndarray, x0: int, x1: int) -> dict:
+  """A connected region's box: inclusive pixel indices and its edges in degrees, for
+  the rows `ys` and the columns x0..x1 (x1 may pass the last column on a global grid)."""
+  lon_min = float(grid.lon[x0])
+  return {
+    "ymin": int(ys.min()),
+    "xmin": x0,
+    "ymax": int(ys.max()),
+    "xmax": x1,
+    "lat_min": float(grid.lat[ys.min()]),
+    "lon_min": lon_min,
+    "lat_max": float(grid.lat[ys.max()]),
+    "lon_max": lon_min + (x1 - x0) * grid.dlon,
+  }
+
+
 def _source(ds: xr.Dataset) -> str:
   files = ds.encoding.get("source_files")
   if not files:
