@@ -264,8 +264,7 @@ def to_table(found: Iterable[tuple[int, dict]], lats: np.ndarray, lons: np.ndarr
     boxes = np.asarray(d["boxes"], np.float64).reshape(-1, 4)
     if not len(boxes):
       continue
-    lat0, lon0 = detection.pixel_to_degrees(boxes[:, 0], boxes[:, 1], lats, lons)
-    lat1, lon1 = detection.pixel_to_degrees(boxes[:, 2], boxes[:, 3], lats, lons)
+    lat0, lon0, lat1, lon1 = detection.box_edges_degrees(boxes, lats, lons)
     rows["snapshot"].append(np.full(len(boxes), snapshot, np.int64))
     rows["class_id"].append(np.asarray(d["labels"], np.int64).reshape(-1))
     rows["score"].append(np.asarray(d["scores"], np.float64).reshape(-1))

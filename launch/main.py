@@ -2,6 +2,19 @@
 
   python launch/main.py --config=configs/tc.py [--workdir=runs/tc] [--config.train.steps=100]
 
+Configs (the argument after the colon picks the size: none = the embedded demo,
+`:tiny` = seconds, for tests, `:paper` = the published size):
+
+  configs/tc.py, ar.py, wf.py   TC / AR / weather-front patch classifiers (Liu et al. 2016)
+  configs/semisup.py            the semi-supervised detector, all classes (Racah et al. 2017)
+  configs/semisup_labels.py     its labelled-fraction x reconstruction-loss grid (launch/grid.py)
+
+Fields that scripts rely on: train.steps, train.batch_size (global), train.checkpoint_every,
+train.eval_every, data.source (synthetic | netcdf | extremeweather), data.input,
+model.conv_impl, platform.threads, parallel.strategy (single | sync | hybrid | simulated),
+parallel.num_groups, parallel.num_servers, parallel.scaling (strong | weak),
+parallel.gradient_lag. Under MPI: bash launch/mpirun.sh N --config=... (see README).
+
 Platform settings (XLA flags, threads, allocator) are applied from the config
 before JAX is imported; then the one training loop runs the task the config
 names (`config.task`) with its strategy (`config.parallel.strategy`). A bad config
@@ -51,6 +64,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
   an absl flags error. Both name the flag and, where ml_collections has one,
   the field meant.
   """
+  if any(a in ("-h", "--help", "--helpshort", "-?") for a in argv[1:]):
+    app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # the docstring (configs, fields) and the flags
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

@@ -163,7 +163,10 @@ def main(argv=None) -> int:
   table = predict.sort_table(table)
   elapsed = time.time() - start
   os.makedirs(args.out, exist_ok=True)
+  from climjax import provenance  # noqa: PLC0415
+
   attrs = {
+    **provenance.netcdf_attrs(),
     "source": f"climjax {args.detector} detector on {frames.description}",
     "workdir": os.path.abspath(args.workdir) if args.workdir else "",
     "checkpoint_step": trained.step if trained else -1,
@@ -187,6 +190,8 @@ def main(argv=None) -> int:
     "peak_rss_mb": peak_mb,
     "ranks": size,
     "detector": args.detector,
+    "checkpoint_step": trained.step if trained else None,
+    "provenance": provenance.provenance(),
   }
   if not args.no_tracks:
     track_ids = tracking.link_tracks(detections, times=times, time_units=units)

@@ -82,6 +82,13 @@ def test_default_workdir_keeps_strategies_and_layouts_apart(monkeypatch):
   assert main.default_workdir(config) == os.path.join("runs", "tc-hybrid3-g2s1")
 
 
+def test_help_lists_the_configs_and_the_stable_fields(tmp_path):
+  result = _run("--help", cwd=tmp_path)
+  assert result.returncode == 0
+  for text in ("configs/semisup.py", ":tiny", ":paper", "parallel.strategy", "--resume"):
+    assert text in result.stdout, text
+
+
 def test_unwritable_workdir_is_one_line(tmp_path):
   (tmp_path / "file").write_text("x")
   result = _run(

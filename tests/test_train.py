@@ -53,6 +53,9 @@ def test_trains_checkpoints_resumes_and_improves(data_dir, tmp_path):
   on_disk = json.load(open(os.path.join(workdir, "summary.json")))
   for key in ("test_accuracy", "train_accuracy", "steps", "examples_per_second", "wall_seconds"):
     assert key in on_disk
+  made_by = on_disk["provenance"]  # code, commit, packages, machine, memory
+  assert made_by["climjax_version"] and made_by["git_commit"] and made_by["packages"]["jax"]
+  assert made_by["peak_rss_mb"] > 0 and made_by["cores"] >= 1
   logged = [r["step"] for r in _lines(os.path.join(workdir, "metrics.jsonl")) if "loss" in r]
   assert logged == sorted(set(logged)) and logged[-1] == 120  # one entry per step, none twice
   assert os.path.exists(os.path.join(workdir, "eval", "accuracy.md"))

@@ -73,6 +73,10 @@ def test_workdir(tiny_run):
     real = ds["class"].values >= 0
     assert (ds["lat_min"].values[real] <= ds["lat_max"].values[real]).all()
     assert (ds["score"].values[real] >= config.eval.score_threshold).all()
+    # Edges stay in the grid's 0-360 range, and the file says what made it.
+    assert (ds["lon_min"].values[real] >= 0).all() and (ds["lon_max"].values[real] <= 360).all()
+    assert ds.attrs["climjax_version"] and ds.attrs["git_commit"] and "jax" in ds.attrs["packages"]
+    assert ds.attrs["checkpoint_step"] == config.train.steps
 
 
 def test_resume_continues_from_the_checkpoint(tiny_run):

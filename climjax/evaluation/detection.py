@@ -374,6 +374,17 @@ def pixel_to_degrees(y, x, lats: np.ndarray, lons: np.ndarray) -> tuple[np.ndarr
   return interp(y, lats), interp(x, lons)
 
 
+def box_edges_degrees(pixels: np.ndarray, lats: np.ndarray, lons: np.ndarray):
+  """(lat_min, lon_min, lat_max, lon_max) of pixel boxes (..., 4), kept on the globe and in
+  the grid's longitude range (0-360, or -180-180): a box at the first column has its edge
+  there, not half a cell before it."""
+  lat0, lon0 = pixel_to_degrees(pixels[..., 0], pixels[..., 1], lats, lons)
+  lat1, lon1 = pixel_to_degrees(pixels[..., 2], pixels[..., 3], lats, lons)
+  low, high = (0.0, 360.0) if np.nanmin(lons) >= 0 else (-180.0, 180.0)
+  lat0, lat1 = np.clip(lat0, -90.0, 90.0), np.clip(lat1, -90.0, 90.0)
+  return lat0, np.clip(lon0, low, high), lat1, np.clip(lon1, low, high)
+
+
 def write_predictions(
   path: str | os.PathLike,
   detections: Sequence[Detections],
@@ -382,6 +393,7 @@ def write_predictions(
   lats: np.ndarray,
   lons: np.ndarray,
   class_names: Sequence[str] = CLASS_NAMES,
+  attrs: dict | None = None,
 ) -> str:
   """Writes detections as a netCDF file with dimensions (time, box).
 
@@ -406,8 +418,7 @@ def write_predictions(
     classes[t, :n] = np.asarray(d["labels"]).reshape(-1)[order]
     scores[t, :n] = s[order]
     pixels[t, :n] = np.asarray(d["boxes"], np.float32).reshape(-1, 4)[order]
-  lat0, lon0 = pixel_to_degrees(pixels[..., 0], pixels[..., 1], lats, lons)
-  lat1, lon1 = pixel_to_degrees(pixels[..., 2], pixels[..., 3], lats, lons)
+  lat0, lon0, lat1, lon1 = box_edges_degrees(pixels, lats, lons)
 
   dims = ("time", "box")
 
@@ -438,6 +449,7 @@ def write_predictions(
       "title": "climjax detector predictions",
       "class_names": ", ".join(f"{i} {n}" for i, n in enumerate(class_names)),
       "box_convention": "pixel i covers [i, i+1); lat/lon edges on the input grid",
+      **(attrs or {}),
     },
   )
   path = os.fspath(path)

@@ -28,7 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from climjax import losses
+from climjax import losses, provenance
 from climjax.data import fields, pipeline
 from climjax.data import stats as stats_lib
 from climjax.data.fields import BATCH_KEYS, ArraySource, load_split
@@ -316,6 +316,11 @@ def evaluate_and_write(config, workdir, eval_fn, params, data: TaskData, topolog
     times=_flat_times(test["times"], config.model.time_steps, config.model.temporal),
     lats=test["lats"],
     lons=test["lons"],
+    attrs=provenance.netcdf_attrs(
+      config_name=config.get("name", ""),
+      checkpoint_step=int(config.train.steps),
+      config=config.to_dict(),
+    ),  # fmt: skip
   )
   summary = {
     "labelled_fraction": float(config.data.labelled_fraction),

@@ -32,7 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from climjax import parallel, tasks
+from climjax import parallel, provenance, tasks
 from climjax.data import pipeline
 from climjax.training import metrics as metrics_lib
 from climjax.training import optim, validate
@@ -248,6 +248,7 @@ def _train_and_evaluate(
   if chief:
     _plot_curves(workdir)
     summary["wall_seconds"] = time.time() - t_start
+    summary["provenance"] = provenance.provenance()  # version, commit, packages, CPU, peak RSS
     write_json(os.path.join(workdir, "summary.json"), summary)
     log(f"[climjax] wrote {os.path.join(workdir, 'summary.json')}")
   topology.barrier()
