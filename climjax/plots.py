@@ -105,6 +105,74 @@ def plot_curves(
   return _save(fig, out_png)
 
 
+# The panels of a run's curves.png: (title, y label, keys drawn together). Keys
+# absent from a run or constant over it are left out, and so is a panel with none.
+TRAINING_PANELS = (
+  ("training loss", "loss (per example)", ("loss", "class", "detection", "reconstruction")),
+  ("training accuracy (batch)", "accuracy", ("accuracy",)),
+  ("held-out accuracy", "accuracy", ("test_accuracy",)),
+  ("held-out mAP", "mAP", ("test_map@0.1", "test_map@0.5")),
+  ("held-out loss", "loss", ("test_loss", "test_reconstruction_mse")),
+  ("learning rate", "learning rate", ("learning_rate",)),
+  ("throughput", "examples / s", ("examples_per_second",)),
+  ("gradient norm", "global L2 norm", ("grad_norm",)),
+  ("communication", "fraction of the step", ("communication_fraction",)),
+)
+
+
+def plot_training_curves(
+  metrics_jsonl: PathLike, out_png: PathLike, *, title: str | None = None
+) -> str:
+  """A run's curves.png: training loss, held-out metrics, learning rate and throughput.
+
+  Held-out series (`test_*`, logged every `train.eval_every` steps and once at
+  the end) are drawn with markers and their last point labelled; series that
+  never change (e.g. the communication of a one-process run) get no panel.
+  """
+  series = read_metrics(metrics_jsonl)
+  panels = []
+  for name, ylabel, keys in TRAINING_PANELS:
+    shown = [k for k in keys if k in series and _varies(series[k][1])]
+    if shown:
+      panels.append((name, ylabel, shown))
+  if not panels:
+    raise ValueError(f"{metrics_jsonl}: no training series to plot; it has {sorted(series)}")
+  ncols = min(3, len(panels))
+  nrows = math.ceil(len(panels) / ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.1 * nrows), squeeze=False)
+  for ax, (name, ylabel, keys) in zip(axes.flat, panels, strict=False):
+    held_out = name.startswith("held-out")
+    for key in keys:
+      steps, values = series[key]
+      ax.plot(steps, values, lw=1.2, marker="o" if held_out or len(steps) < 30 else None,
+              ms=3, label=key)  # fmt: skip
+      if held_out and len(values):
+        ax.annotate(f"{values[-1]:.3f}", (steps[-1], values[-1]), fontsize=7,
+                    xytext=(-4, 4), textcoords="offset points", ha="right")  # fmt: skip
+    values = np.concatenate([series[k][1] for k in keys])
+    values = values[np.isfinite(values)]
+    if values.size and values.min() > 0 and values.max() / values.min() > 100:
+      ax.set_yscale("log")
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if len(keys) > 1:
+      ax.legend(fontsize=7)
+  for ax in list(axes.flat)[len(panels) :]:
+    ax.set_visible(False)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  return _save(fig, out_png)
+
+
+def _varies(values: np.ndarray) -> bool:
+  finite = values[np.isfinite(values)]
+  return finite.size > 0 and (finite.size == 1 or float(np.ptp(finite)) > 0)
+
+
 def _save(fig, out_png: PathLike) -> str:
   out_png = os.fspath(out_png)
   os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
@@ -151,6 +219,8 @@ def _land_fraction(lats: np.ndarray, lons: np.ndarray) -> np.ndarray | None:
 def _draw_boxes(ax, boxes, labels, lats, lons, *, linestyle, scores=None, class_names=CLASS_NAMES):
   boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
   labels = np.asarray(labels).reshape(-1)
+  lon_lo, lon_hi = _edges(lons)[[0, -1]]
+  lat_lo, lat_hi = _edges(lats)[[0, -1]]
   for i, (box, label) in enumerate(zip(boxes, labels, strict=True)):
     (lat0, lat1), (lon0, lon1) = pixel_to_degrees(box[[0, 2]], box[[1, 3]], lats, lons)
     colour = CLASS_COLOURS[int(label) % len(CLASS_COLOURS)]
@@ -167,7 +237,42 @@ def _draw_boxes(ax, boxes, labels, lats, lons, *, linestyle, scores=None, class_
     )
     name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
     text = name if scores is None else f"{name} {float(scores[i]):.2f}"
-    ax.text(lon0, lat1, text, color=colour, fontsize=6, va="bottom", ha="left")
+    # Above the box's top-left corner, or just inside it where that would leave the map.
+    top = lat1 + 0.04 * (lat_hi - lat_lo) > lat_hi
+    ax.text(
+      min(max(lon0, lon_lo), lon_hi), min(lat1, lat_hi), text, color=colour, fontsize=6,
+      va="top" if top else "bottom", ha="left", clip_on=True,
+    )  # fmt: skip
+
+
+def _class_legend(ax, labels, class_names, *, with_styles: bool) -> None:
+  """One entry per class present (its colour), and what solid and dashed mean."""
+  from matplotlib import patheffects
+  from matplotlib.lines import Line2D
+
+  outline = [patheffects.withStroke(linewidth=3.6, foreground="0.2")]  # white TD shows
+  present = sorted(
+    {int(v) for v in np.concatenate([np.ravel(x) for x in labels])} if labels else ()
+  )
+  handles = [
+    Line2D([], [], color=CLASS_COLOURS[c % len(CLASS_COLOURS)], lw=2, path_effects=outline,
+           label=class_names[c] if 0 <= c < len(class_names) else str(c))
+    for c in present
+  ]  # fmt: skip
+  if with_styles:
+    handles += [
+      Line2D([], [], color="0.4", lw=1.3, ls="-", label="ground truth"),
+      Line2D([], [], color="0.4", lw=1.3, ls="--", label="predicted"),
+    ]
+  if handles:
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize=7,
+              frameon=False, borderaxespad=0.0)  # fmt: skip
+
+
+def _coastlines(ax, lats, lons) -> None:
+  land = _land_fraction(lats, lons)
+  if land is not None and np.nanmin(land) < 0.5 < np.nanmax(land):
+    ax.contour(lons, lats, land, levels=[0.5], colors="k", linewidths=0.6)
 
 
 def plot_detections(
@@ -182,6 +287,9 @@ def plot_detections(
   pred_labels: np.ndarray,
   pred_scores: np.ndarray | None = None,
   field_name: str = "",
+  units: str = "",
+  time: str = "",
+  min_score: float = 0.0,
   title: str | None = None,
   class_names: Sequence[str] = CLASS_NAMES,
 ) -> str:
@@ -189,22 +297,28 @@ def plot_detections(
 
   Boxes are pixel (ymin, xmin, ymax, xmax) on the field's grid; they are placed
   in degrees through `lats` / `lons` (`evaluation.detection.pixel_to_degrees`;
-  latitude ascending, so north is up). Where
-  `climjax.data.landsea.land_fraction` exists its 0.5 contour stands in for
-  coastlines, which are not available offline.
+  latitude ascending, so north is up). Predictions scoring below `min_score`
+  are not drawn. Coastlines are the 0.5 contour of the land fraction of
+  `climjax.data.landsea` (no map data is downloaded). The colour bar carries
+  `field_name` and `units`; the title the snapshot's `time`.
   """
   field = np.asarray(field, dtype=np.float32)
   if field.ndim != 2 or field.shape != (len(lats), len(lons)):
     raise ValueError(
       f"plot_detections: field must be (lat, lon) = {(len(lats), len(lons))}, got {field.shape}"
     )
+  pred_boxes = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 4)
+  pred_labels = np.asarray(pred_labels).reshape(-1)
+  if pred_scores is not None:
+    pred_scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+    keep = pred_scores >= min_score
+    pred_boxes, pred_labels, pred_scores = pred_boxes[keep], pred_labels[keep], pred_scores[keep]
   aspect = len(lons) / max(len(lats), 1)
-  fig, ax = plt.subplots(figsize=(min(12.0, 3.2 * aspect + 1.5), 3.6))
+  fig, ax = plt.subplots(figsize=(min(13.0, 3.2 * aspect + 2.6), 3.6))
   mesh = _image(ax, field, lats, lons, cmap="viridis")
-  fig.colorbar(mesh, ax=ax, fraction=0.03, pad=0.02, label=field_name)
-  land = _land_fraction(lats, lons)
-  if land is not None and np.nanmin(land) < 0.5 < np.nanmax(land):
-    ax.contour(lons, lats, land, levels=[0.5], colors="k", linewidths=0.6)
+  label = f"{field_name} ({units})" if units else field_name
+  fig.colorbar(mesh, ax=ax, fraction=0.03, pad=0.02, label=label)
+  _coastlines(ax, lats, lons)
   _draw_boxes(ax, true_boxes, true_labels, lats, lons, linestyle="-", class_names=class_names)
   _draw_boxes(
     ax,
@@ -216,11 +330,18 @@ def plot_detections(
     scores=pred_scores,
     class_names=class_names,
   )
+  _class_legend(ax, [np.ravel(true_labels), pred_labels], class_names, with_styles=True)
   ax.set_xlim(_edges(lons)[[0, -1]])
   ax.set_ylim(_edges(lats)[[0, -1]])
   ax.set_xlabel("longitude (°E)")
   ax.set_ylabel("latitude (°N)")
-  ax.set_title(title or "solid: ground truth, dashed: predicted", fontsize=9)
+  if title is None:
+    title = "solid: ground truth, dashed: predicted"
+    if pred_scores is not None and min_score > 0:
+      title += f" (score ≥ {min_score:g})"
+  if time:
+    title = f"{time}: {title}"
+  ax.set_title(title, fontsize=9)
   fig.tight_layout()
   return _save(fig, out_png)
 
@@ -234,10 +355,13 @@ def plot_reconstruction(
   channels: Sequence[int] | None = None,
   lats: np.ndarray | None = None,
   lons: np.ndarray | None = None,
+  time: str = "",
 ) -> str:
   """Input, reconstruction and their difference, one row per chosen channel.
 
-  `inputs` and `reconstruction` are (lat, lon, channel); input and
+  `inputs` and `reconstruction` are (lat, lon, channel) in the units the
+  network sees: each channel standardised (minus its training mean, over its
+  standard deviation), so the colour bars are in standard deviations. Input and
   reconstruction share a colour scale so a washed-out reconstruction shows.
   """
   inputs = np.asarray(inputs, dtype=np.float32)
@@ -252,11 +376,12 @@ def plot_reconstruction(
       f"plot_reconstruction: {len(channel_names)} channel names for {inputs.shape[-1]} channels"
     )
   channels = list(range(min(4, inputs.shape[-1]))) if channels is None else list(channels)
+  on_map = lats is not None and lons is not None
   lats = np.arange(inputs.shape[0]) if lats is None else np.asarray(lats)
   lons = np.arange(inputs.shape[1]) if lons is None else np.asarray(lons)
   aspect = inputs.shape[1] / inputs.shape[0]
   fig, axes = plt.subplots(
-    len(channels), 3, figsize=(3 * 2.2 * aspect + 1.0, 2.3 * len(channels)), squeeze=False
+    len(channels), 3, figsize=(3 * 2.3 * aspect + 1.6, 2.4 * len(channels) + 0.5), squeeze=False
   )
   for row, c in zip(axes, channels, strict=True):
     x, r = inputs[..., c], reconstruction[..., c]
@@ -270,8 +395,19 @@ def plot_reconstruction(
     ]
     for ax, (data, cmap, vmin, vmax_, label) in zip(row, panels, strict=True):
       mesh = _image(ax, data, lats, lons, cmap=cmap, vmin=vmin, vmax=vmax_)
-      fig.colorbar(mesh, ax=ax, fraction=0.04, pad=0.02)
+      bar = fig.colorbar(mesh, ax=ax, fraction=0.04, pad=0.02)
+      bar.set_label("standard deviations", fontsize=6)
+      bar.ax.tick_params(labelsize=6)
+      if on_map:
+        _coastlines(ax, lats, lons)
+        ax.set_xlabel("longitude (°E)", fontsize=7)
+        ax.set_ylabel("latitude (°N)", fontsize=7)
+      else:
+        ax.set_xlabel("grid column", fontsize=7)
+        ax.set_ylabel("grid row", fontsize=7)
       ax.set_title(f"{channel_names[c]}: {label}", fontsize=8)
       ax.tick_params(labelsize=6)
+  heading = "standardised fields (per channel: minus the training mean, over its std)"
+  fig.suptitle(f"{time}: {heading}" if time else heading, fontsize=9)
   fig.tight_layout()
   return _save(fig, out_png)

@@ -125,13 +125,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "batch_size": {"default": 16, "tiny": 4, "paper": 2}[size],
       "checkpoint_every": {"default": 100, "tiny": 3, "paper": 500}[size],
       "log_every": {"default": 20, "tiny": 2, "paper": 50}[size],
-      "eval_every": {"default": 0, "tiny": 0, "paper": 2000}[size],
+      "eval_every": {"default": 200, "tiny": 0, "paper": 2000}[size],  # held-out mAP curve
       "eval_batch_size": {"default": 32, "tiny": 8, "paper": 2}[size],
     }
   )
   config.eval = ml_collections.ConfigDict(
     {
-      "score_threshold": 0.05,
+      "score_threshold": 0.05,  # what AP is computed over (a low threshold: the whole PR curve)
+      "plot_score_threshold": 0.3,  # what detections_*.png draw
       "nms_iou_threshold": 0.3,
       "max_detections": 30,
       "num_plots": {"default": 4, "tiny": 1, "paper": 4}[size],

@@ -58,6 +58,11 @@ def test_trains_checkpoints_resumes_and_improves(data_dir, tmp_path):
   assert made_by["peak_rss_mb"] > 0 and made_by["cores"] >= 1
   logged = [r["step"] for r in _lines(os.path.join(workdir, "metrics.jsonl")) if "loss" in r]
   assert logged == sorted(set(logged)) and logged[-1] == 120  # one entry per step, none twice
+  records = _lines(os.path.join(workdir, "metrics.jsonl"))
+  # curves.png's held-out curve ends at the final evaluation; the learning rate is logged.
+  assert records[-1] == {"step": 120, "test_accuracy": summary["test_accuracy"],
+                         "test_loss": summary["test_loss"]}  # fmt: skip
+  assert all("learning_rate" in r for r in records if "loss" in r)
   assert os.path.exists(os.path.join(workdir, "eval", "accuracy.md"))
   assert os.path.exists(os.path.join(workdir, "plots", "curves.png"))
   assert json.load(open(os.path.join(workdir, "config.json")))["task"] == "tc"

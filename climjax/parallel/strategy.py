@@ -26,7 +26,6 @@ import os
 import time
 from collections.abc import Callable
 
-import jax
 import numpy as np
 
 from climjax import checkpointing
@@ -107,7 +106,8 @@ class Timings:
   waiting: blocked on other ranks: at the barrier before the in-step all-reduce
     (for the slowest rank), a leader for the servers' replies (queueing behind
     other groups), a member for its leader, a server for the next push.
-  input: waiting for the input pipeline's next batch.
+  input: waiting for the input pipeline's next batch with no step running (a
+    wait while the previous step still computes is hidden, and counts as compute).
   steps / wall: the timed steps (every step after the first, which compiles) and
     their wall seconds, checkpoints and evaluations left out; the four kinds
     above should add up to `wall`.
@@ -215,6 +215,8 @@ class Strategy:
     self._manager = None
     self.checkpoint_every = 0
     self._logged = Timings()
+    self._unbooked = 0  # steps dispatched but not yet booked in `timings` (see `settle`)
+    self._mark = self._input_mark = 0.0
 
   @property
   def name(self) -> str:
@@ -267,11 +269,11 @@ class Strategy:
   def after_step(self, state, *, step: int, examples: int, started: float):
     """(state, stop) after the jitted step `step` (1-based) was dispatched at `started`.
 
-    Waits for the step, so that its time can be split (see `account`).
+    Does not wait for the step: the next batch is fetched while it runs. Its
+    time is booked by `settle`, when the loop next waits for the state.
     """
-    del examples
-    state = jax.block_until_ready(state)
-    self.account(started)
+    del examples, started
+    self._unbooked += 1
     self.progress = step
     return state, step >= self.total_steps
 
@@ -281,12 +283,37 @@ class Strategy:
     """Called by the loop when its timer starts (after the compiling first step)."""
     self.timings.reset()
     self._logged = Timings()
+    self._unbooked = 0
     if self.topology.clock is not None:
       self.topology.clock.take()
+    self.resume_timing()
+
+  def resume_timing(self) -> None:
+    """The loop's timer runs again (after a checkpoint or an evaluation): steps from now on."""
+    self._mark = time.perf_counter()
+    self._input_mark = self.timings.input
+
+  def settle(self) -> None:
+    """Books the steps dispatched since the last booking; the loop has just waited for them.
+
+    Their wall time since the mark, less what the loop spent waiting for input
+    and what the step's clock measured as communication and waiting, is compute.
+    """
+    now = time.perf_counter()
+    if self._unbooked:
+      inp = self.timings.input - self._input_mark
+      communication, waiting = self.topology.clock.take() if self.topology.clock else (0.0, 0.0)
+      self.timings.communication += communication
+      self.timings.waiting += waiting
+      self.timings.compute += max(now - self._mark - inp - communication - waiting, 0.0)
+      self.timings.steps += self._unbooked
+      self._unbooked = 0
+    self._mark, self._input_mark = now, self.timings.input
 
   def account(self, started: float) -> None:
-    """Books one finished step dispatched at `started`: what the step's clock
-    measured inside it as communication and waiting, the rest as compute."""
+    """Books one finished step dispatched at `started` (strategies that wait for every
+    step): what the step's clock measured inside it as communication and waiting, the
+    rest as compute."""
     elapsed = time.perf_counter() - started
     communication, waiting = self.topology.clock.take() if self.topology.clock else (0.0, 0.0)
     self.timings.communication += communication

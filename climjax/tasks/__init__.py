@@ -14,6 +14,7 @@ climjax/training/train.py calls in this order:
   progress_text(metrics)                     -> the task's part of a progress line
   evaluate_during_training(config, eval_fn, params, data, topology) -> (metrics, log line)
   evaluate_and_write(config, workdir, eval_fn, params, data, topology, log) -> summary entries
+  held_out_scalars(summary)                  -> the final held-out point of the curves
 
 The last one also writes the task's outputs (tables, plots, predictions.nc) on
 the chief. A new task is a new module here and an entry in TASKS; a new way

@@ -175,6 +175,11 @@ def evaluate_during_training(config, eval_fn, params, data: TaskData, topology) 
   )
 
 
+def held_out_scalars(summary: dict) -> dict:
+  """The end-of-run held-out numbers, as the last point of the curves evaluation logs."""
+  return {k: summary[k] for k in ("test_accuracy", "test_loss") if summary.get(k) is not None}
+
+
 def write_eval_tables(workdir: str, results: dict[str, dict]) -> None:
   """eval/accuracy.csv and eval/accuracy.md, one row per split."""
   os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)

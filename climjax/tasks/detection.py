@@ -33,7 +33,7 @@ from climjax.data import fields, pipeline
 from climjax.data import stats as stats_lib
 from climjax.data.fields import BATCH_KEYS, ArraySource, load_split
 from climjax.data.stats import normalizer as channel_normalizer
-from climjax.data.variables import CLASS_NAMES
+from climjax.data.variables import CAM5_VARIABLES, CLASS_NAMES
 from climjax.evaluation import detection
 from climjax.models import detector
 from climjax.tasks import TaskData
@@ -245,6 +245,8 @@ def write_plots(workdir: str, test: dict, results: dict, *, config, stats: dict)
   shown = next((c for c in ("TMQ", "PSL") if c in channels), channels[0])
   c = channels.index(shown)
   truth = ground_truth_list(test)
+  times = _flat_times(test["times"], config.model.time_steps, config.model.temporal)
+  units = CAM5_VARIABLES[shown].units if shown in CAM5_VARIABLES else ""
   for i in range(min(config.eval.num_plots, len(truth))):
     found = results["detections"][i]
     plots.plot_detections(
@@ -257,9 +259,10 @@ def write_plots(workdir: str, test: dict, results: dict, *, config, stats: dict)
       pred_boxes=found["boxes"],
       pred_labels=found["labels"],
       pred_scores=found["scores"],
+      min_score=float(config.eval.get("plot_score_threshold", 0.3)),
       field_name=shown,
-      title=f"test field {i}: solid truth, dashed predicted (score >= "
-      f"{config.eval.score_threshold})",
+      units=units,
+      time=f"test field {i}, {_time_text(times[i])}",
     )
   if results["reconstructions"]:
     normalized = channel_normalizer(stats, "fields")({"fields": test["fields"][:1]})["fields"][0]
@@ -274,7 +277,13 @@ def write_plots(workdir: str, test: dict, results: dict, *, config, stats: dict)
       channels=[channels.index(n) for n in ("PSL", "TMQ", "U850") if n in channels] or None,
       lats=test["lats"],
       lons=test["lons"],
+      time=f"test field 0, {_time_text(np.asarray(test['times'])[0].reshape(-1)[-1])}",
     )
+
+
+def _time_text(value) -> str:
+  """A snapshot's time label as stored (ISO date, or file[index]) as text."""
+  return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def evaluate_during_training(config, eval_fn, params, data: TaskData, topology) -> tuple[dict, str]:
@@ -289,6 +298,13 @@ def evaluate_during_training(config, eval_fn, params, data: TaskData, topology) 
     },
     f"test mAP@0.1 {scores['map@0.1']:.3f} @0.5 {scores['map@0.5']:.3f}",
   )
+
+
+def held_out_scalars(summary: dict) -> dict:
+  """The end-of-run held-out numbers, as the last point of the curves evaluation logs."""
+  names = {"map@0.1": "test_map@0.1", "map@0.5": "test_map@0.5",
+           "reconstruction_mse": "test_reconstruction_mse"}  # fmt: skip
+  return {names[k]: summary[k] for k in names if summary.get(k) is not None}
 
 
 def evaluate_and_write(config, workdir, eval_fn, params, data: TaskData, topology, log) -> dict:

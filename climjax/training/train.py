@@ -93,6 +93,7 @@ def _train_and_evaluate(
   model = task.make_model(config)
   total_steps = config.train.steps
   tx = optim.make_optimizer(config.optimizer, total_steps)
+  schedule = optim.learning_rate_schedule(config.optimizer, total_steps)  # for the log
   step_tx = strategy.step_optimizer(tx)
   state = task.init_state(config, model, step_tx, data)
   n_params = num_parameters(state.params)
@@ -171,7 +172,8 @@ def _train_and_evaluate(
     t0 = time.perf_counter()
     batch = next(batches)  # a straggler's delay is injected inside the step (reduce_grads)
     t1 = time.perf_counter()
-    strategy.timings.input += t1 - t0
+    if _step_done(state):  # else the previous step was still running: the wait was hidden
+      strategy.timings.input += t1 - t0
     state, train_metrics = train_fn(state, batch)
     state, stop = strategy.after_step(state, step=step, examples=examples, started=t1)
     progress = strategy.progress
@@ -188,10 +190,12 @@ def _train_and_evaluate(
     window_steps += 1
     if logging:
       jax.block_until_ready(state)
+      strategy.settle()
       now = time.time()
       rate = window_steps * examples / max(now - window_t, 1e-9)
       extra, suffix = strategy.log_scalars(step)
       scalars = {**train_metrics, **extra, "examples_per_second": rate, "wall_time": now - t_start}
+      scalars["learning_rate"] = float(schedule(max(progress - 1, 0)))
       if flops_per_example:
         scalars["gflops_per_second"] = rate * flops_per_example / 1e9
       writer.write_scalars(progress, scalars)
@@ -206,6 +210,7 @@ def _train_and_evaluate(
     )
     if saving or evaluating:
       jax.block_until_ready(state)
+      strategy.settle()
       timer.pause()
     if saving:
       strategy.save(state)
@@ -219,8 +224,10 @@ def _train_and_evaluate(
       next_eval = (progress // eval_every + 1) * eval_every
     if saving or evaluating:
       timer.start()
+      strategy.resume_timing()
       window_t = time.time()  # the logged rate counts training time only
   jax.block_until_ready(state)
+  strategy.settle()
   timer.stop()
   strategy.stop_timing(timer.seconds)
   params, strategy_summary = strategy.finish(state)
@@ -246,6 +253,7 @@ def _train_and_evaluate(
     eps = summary["examples_per_second"]
     summary["gflops_per_second"] = eps * flops_per_example / 1e9 if eps else None
   if chief:
+    writer.write_scalars(int(strategy.progress), task.held_out_scalars(summary))
     _plot_curves(workdir)
     summary["wall_seconds"] = time.time() - t_start
     summary["provenance"] = provenance.provenance()  # version, commit, packages, CPU, peak RSS
@@ -271,6 +279,11 @@ def start_run(config, workdir: str, topology, *, force_resume: bool = False) -> 
   return print if topology.is_chief else (lambda *a, **k: None)
 
 
+def _step_done(state) -> bool:
+  """Whether the last dispatched step has finished (its step counter is ready)."""
+  return state.step.is_ready() if hasattr(state.step, "is_ready") else True
+
+
 def _format_seconds(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   return f"{seconds // 60}m{seconds % 60:02d}s"
@@ -280,6 +293,6 @@ def _plot_curves(workdir: str) -> None:
   from climjax import plots
 
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
-  plots.plot_curves(
+  plots.plot_training_curves(
     os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "plots", "curves.png")
   )
