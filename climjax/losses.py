@@ -26,7 +26,7 @@ def softmax_cross_entropy(
 
 
 # ---------------------------------------------------------------------------
-# The semi-supervised detector (Racah et al. 2017; DESIGN.md section 2).
+# The semi-supervised detector (Racah et al. 2017; docs/DESIGN.md section 2).
 
 
 def smooth_l1(x: jnp.ndarray, *, beta: float = 1.0) -> jnp.ndarray:

@@ -29,7 +29,7 @@ if it has detections. `mean_average_precision` is the mean over classes that
 are not NaN (NaN when all are).
 
 `average_precision_racah2017` reproduces the evaluation of the original
-ExtremeWeather code as DESIGN.md describes it, for comparison only: it is run on
+ExtremeWeather code as docs/DESIGN.md describes it, for comparison only: it is run on
 detections without NMS and ignores missed ground truth (recall is taken
 relative to the ground-truth boxes that some detection found), which inflates
 AP. Report it beside the standard AP, labelled as such, never instead of it.

@@ -11,7 +11,7 @@ dropped (their detections get track id -1).
 
 Defaults (`DEFAULT_RULES`), and why:
 
-* TC: 1,600 km/day, >= 2 days: TECA's GFDL tracker (DESIGN.md section 4).
+* TC: 1,600 km/day, >= 2 days: TECA's GFDL tracker (docs/DESIGN.md section 4).
 * TD: 1,600 km/day, >= 1 day: depressions are steered by the same flow as
   TCs, but are weaker and shorter lived; TECA's 2 days is a TC persistence rule.
 * ETC: 2,700 km/day, >= 1 day: extratropical cyclones ride the westerlies at

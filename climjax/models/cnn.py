@@ -2,7 +2,7 @@
 
 Each is two conv + max-pool stages, a fully connected hidden layer and a 2-way
 output (event / no event), with the filter counts, kernel and pool sizes of the
-paper's table (DESIGN.md):
+paper's table (docs/DESIGN.md):
 
 | task | patch   | conv1   | pool1 | conv2    | pool2 | fc  |
 |------|---------|---------|-------|----------|-------|-----|

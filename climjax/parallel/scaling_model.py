@@ -332,9 +332,9 @@ CLIMATE_SC17 = Workload(
     "flops_per_example": "counted from the architecture (encoder_decoder_cost): climjax's "
     "detector, Racah et al.'s encoder 128..1280 (6 conv 5x5/2), 3 head convs, mirrored "
     "decoder, at 768x768x16. The SC17 network has the same 9 convolutions but 5 "
-    "deconvolutions and ~300 MB (DESIGN.md section 2); its layer table was not available, "
+    "deconvolutions and ~300 MB (docs/DESIGN.md section 2); its layer table was not available, "
     "so this is an estimate of its FLOPs",
-    "parameter_bytes": "DESIGN.md section 2: the talk's climate network, '~300 MB of "
+    "parameter_bytes": "docs/DESIGN.md section 2: the talk's climate network, '~300 MB of "
     f"parameters' (the architecture above has {CLIMATE_COST['parameter_bytes'] / 1e6:.0f} MB)",
     "per_node_batch": "assumed: not stated in the sources checked; 16 is the largest power "
     "of two whose training working set (training_working_set: "
@@ -356,20 +356,20 @@ PAPER_LAYOUT_SOURCES = {
   "strategy": f"{PAPER}: synchronous groups, asynchronous across groups through parameter servers",
   "groups": "assumed: the paper's climate run used a handful of groups (8 as recalled, not "
   "confirmed in the sources checked); the headline moves by a few % from 4 to 16",
-  "servers": "assumed: one server per layer with parameters (DESIGN.md section 3: 'one or more "
+  "servers": "assumed: one server per layer with parameters (docs/DESIGN.md section 3: 'one or more "
   "per layer'), 9 conv + 5 deconv = 14; shards taken as equal",
   "algorithm": "assumed: ring all-reduce inside a group (bandwidth-optimal for 300 MB)",
 }
 
 # The headline to reproduce: quantity -> (value, source).
 PAPER_RESULTS = {
-  "iteration_s": (12.6, "DESIGN.md section 3: '12.6 s/iteration' at 9,600 nodes"),
+  "iteration_s": (12.6, "docs/DESIGN.md section 3: '12.6 s/iteration' at 9,600 nodes"),
   "sustained_flops": (
     13.27e15,
     f"{PAPER}, abstract: sustained '11.41-13.27 PFLOP/s' (climate: 13.27)",
   ),
   "peak_flops": (15.07e15, f"{PAPER}, abstract: peak '11.73-15.07 PFLOP/s' (climate: 15.07)"),
-  "speedup": (7200.0, "DESIGN.md section 3: '7,200x over one node'"),
+  "speedup": (7200.0, "docs/DESIGN.md section 3: '7,200x over one node'"),
 }
 # The tolerance tests/test_scaling_model.py holds the reproduction to.
 PAPER_TOLERANCE = 0.15

@@ -1,7 +1,7 @@
 """TECA-style heuristic detectors: tropical and extratropical cyclones, their tracks, rivers, fronts.
 
 These make labels (positions and boxes) from fields without hand labelling,
-the way the ExtremeWeather labels were made (DESIGN.md section 4). Every
+the way the ExtremeWeather labels were made (docs/DESIGN.md section 4). Every
 threshold is in physical units and every distance in degrees of great circle or
 km, so the detectors work unchanged on any grid; search windows become pixel
 footprints through the grid spacing.
