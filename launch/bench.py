@@ -3,6 +3,7 @@
   python launch/bench.py --out=bench.json                  # TC, detector 384 and 768
   python launch/bench.py --only=tc,detector384 --reps=3    # a quicker subset
   python launch/bench.py --only=ar,wf --xla_reference=ar,wf  # the other two classifiers
+  python launch/bench.py --threads=1,2 --only=tc --reps=3  # thread scaling, one process per count
 
 Measures, in one process with the same thread count for both frameworks:
   tc           the TC classifier's train step (climjax.models.cnn, configs/tc.py,
@@ -18,9 +19,19 @@ the narrow-channel C++ kernels of climjax/ops/native.py where they apply --
 channels-last), their ratio, climjax's GFLOP/s (FLOPs counted by
 `climjax.ops.analytic_flops`) and its fraction of the machine's fp32 peak.
 
-The peak is measured: an FMA loop compiled with the system C compiler, run on
-every core and on one core (times the core count); the peak is the largest of
-those and the nominal cores x clock x FMA width, so the fraction is conservative.
+The peak (climjax/peak.py) is measured: an FMA loop with run-time operands and a
+checked result, compiled with the system C compiler and run on the benchmark's
+threads. It is checked against the nominal cores x clock x FLOP/cycle of the
+CPU's microarchitecture (above 1.5x is an error: the nominal is used, and
+bench.json's machine.peak_used says which).
+
+--threads=N pins the process to N cores, which sizes XLA's thread pool
+(climjax/platform.py) and PyTorch's (torch.set_num_threads); 0 = every core.
+A list (--threads=1,2,4) runs the benchmarks once per count, each in a fresh
+process (XLA's CPU client fixes its threads at start-up), prints each step's
+examples/s and parallel efficiency (rate_n / rate_first) / (n / first) per
+count, and writes the largest count's results with "thread_scaling" added.
+
 The script applies the platform defaults a training run uses (configs/common.py:
 XLA flags, tcmalloc preloaded; `--xla_flags=...` replaces the flags); timings on
 a shared machine are noisy, so both frameworks run interleaved, best of --reps.
@@ -31,8 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,109 +53,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # ---------------------------------------------------------------------------
-# Machine peak.
-
-_FMA_LOOP = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include <omp.h>
-typedef float vec __attribute__((vector_size(VEC_BYTES)));
-int main(int argc, char **argv) {
-  long iters = atol(argv[1]);
-  double best = 0.0;
-  for (int rep = 0; rep < 3; rep++) {
-    double t0 = omp_get_wtime(), sink = 0.0;
-    int threads = 1;
-    #pragma omp parallel reduction(+ : sink)
-    {
-      threads = omp_get_num_threads();
-      /* Twelve independent chains with different starts, in named registers:
-         enough to cover the FMA latency on two ports, and not mergeable. */
-      vec m, c, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11;
-      for (int l = 0; l < (int)(VEC_BYTES / 4); l++) {
-        m[l] = 0.9999999f; c[l] = 1e-7f;
-        a0[l] = 1.00f; a1[l] = 1.01f; a2[l] = 1.02f; a3[l] = 1.03f; a4[l] = 1.04f; a5[l] = 1.05f;
-        a6[l] = 1.06f; a7[l] = 1.07f; a8[l] = 1.08f; a9[l] = 1.09f; a10[l] = 1.10f; a11[l] = 1.11f;
-      }
-      for (long i = 0; i < iters; i++) {
-        a0 = a0 * m + c; a1 = a1 * m + c; a2 = a2 * m + c; a3 = a3 * m + c;
-        a4 = a4 * m + c; a5 = a5 * m + c; a6 = a6 * m + c; a7 = a7 * m + c;
-        a8 = a8 * m + c; a9 = a9 * m + c; a10 = a10 * m + c; a11 = a11 * m + c;
-      }
-      vec s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + ((a8 + a9) + (a10 + a11));
-      for (int l = 0; l < (int)(VEC_BYTES / 4); l++) sink += s[l];
-    }
-    double t = omp_get_wtime() - t0;
-    double flops = (double)iters * 12 * (VEC_BYTES / 4) * 2 * threads;
-    if (flops / t > best) best = flops / t;
-    if (sink == 42.0) puts("");  /* keeps the loop alive */
-  }
-  printf("%f\n", best / 1e9);
-  return 0;
-}
-"""
-
-
-def cpu_facts() -> dict:
-  """Cores, nominal clock and SIMD width from /proc/cpuinfo (Linux x86)."""
-  cores = len(os.sched_getaffinity(0))
-  text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-  flags = (
-    set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
-  )
-  mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
-  model = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
-  lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-  fma = "fma" in flags or "avx512f" in flags
-  return {
-    "cpu": model.group(1).strip() if model else "unknown",
-    "cores": cores,
-    "clock_ghz": max(mhz) / 1e3 if mhz else float("nan"),
-    "fp32_lanes": lanes,
-    "fma": fma,
-  }
-
-
-def nominal_peak(facts: dict) -> float:
-  """cores x clock x lanes x 2 (FMA) x 2 FMA ports; the ports are an assumption
-  (two on every AVX2/AVX-512 server core of the last decade), the clock the
-  nominal one (cores often run faster, which is why the FMA loop is measured)."""
-  per_cycle = facts["fp32_lanes"] * (2 if facts["fma"] else 1) * 2
-  return facts["cores"] * facts["clock_ghz"] * per_cycle
-
-
-def measured_fma_peak(threads: int, facts: dict) -> float | None:
-  """GFLOP/s of an FMA loop on `threads` threads, or None without a C compiler."""
-  cc = shutil.which("cc") or shutil.which("gcc")
-  if cc is None:
-    return None
-  vec_bytes = facts["fp32_lanes"] * 4
-  with tempfile.TemporaryDirectory() as tmp:
-    src, exe = Path(tmp, "fma.c"), Path(tmp, "fma")
-    src.write_text(_FMA_LOOP.replace("VEC_BYTES", str(vec_bytes)))
-    build = subprocess.run(
-      [cc, "-O2", "-march=native", "-ffp-contract=fast", "-fopenmp", str(src), "-o", str(exe)],
-      capture_output=True,
-    )
-    if build.returncode != 0:
-      return None
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_PROC_BIND="true")
-    env.pop("LD_PRELOAD", None)
-    out = subprocess.run([str(exe), "30000000"], capture_output=True, text=True, env=env)
-    return float(out.stdout.strip()) if out.returncode == 0 else None
-
-
-# ---------------------------------------------------------------------------
 # Timing.
 
 
-def apply_platform(xla_flags: str | None) -> dict:
+def apply_platform(xla_flags: str | None, threads: int = 0) -> dict:
   """The platform settings of a training run (configs/common.py: XLA flags,
-  tcmalloc preloaded by re-executing this script), before JAX starts."""
+  tcmalloc preloaded by re-executing this script, `threads` cores), before JAX starts."""
   from climjax import platform
   from configs import common
 
   config = common.platform_config()
+  config.threads = threads
   if xla_flags is not None:
     config.xla_flags = xla_flags
   return platform.apply(config, argv=sys.orig_argv[1:])
@@ -258,7 +175,9 @@ def torch_patch_step(task: str, batch: int, channels_last: bool):
   arch = cnn.MODELS[config.model.name].keywords
   h, w, c = PATCH_TASKS[task]
   layers = []
-  for features, kernel, pool in zip(arch["conv_features"], arch["conv_kernels"], arch["pools"], strict=True):
+  for features, kernel, pool in zip(
+    arch["conv_features"], arch["conv_kernels"], arch["pools"], strict=True
+  ):
     layers += [nn.Conv2d(c, features, kernel, padding="same"), nn.ReLU(), nn.MaxPool2d(pool)]
     c, h, w = features, h // pool, w // pool
   model = nn.Sequential(
@@ -356,7 +275,12 @@ def main(argv=None) -> dict:
     "--detector_reps", type=int, default=2, help="timed repetitions of the detector"
   )
   parser.add_argument("--tc_batch", type=int, default=256)
-  parser.add_argument("--threads", type=int, default=0, help="0 = every core")
+  parser.add_argument(
+    "--threads",
+    default="0",
+    help="cores for XLA and PyTorch (0 = every core); a comma list (1,2,4) runs one process "
+    "per count and reports the parallel efficiency",
+  )
   parser.add_argument("--no_torch", action="store_true")
   parser.add_argument(
     "--xla_flags",
@@ -364,12 +288,30 @@ def main(argv=None) -> dict:
     help="XLA flags (default: the configs' platform.xla_flags, as a training run uses)",
   )
   args = parser.parse_args(argv)
-  platform_info = apply_platform(args.xla_flags)
+  for name in args.only.split(","):
+    if name not in PATCH_TASKS and not name.startswith("detector"):
+      parser.error(f"unknown benchmark {name!r}")
+  available = len(os.sched_getaffinity(0))
+  try:
+    counts = [int(n) or available for n in args.threads.split(",")]
+  except ValueError:
+    parser.error(f"--threads takes a count or a comma list of counts, got {args.threads!r}")
+  if any(not 1 <= n <= available for n in counts):
+    parser.error(f"--threads={args.threads}: this process may use {available} cores")
+  if len(counts) > 1:
+    return thread_sweep(sorted(set(counts)), args.out, sys.argv[1:] if argv is None else argv)
+  threads = counts[0]
+  platform_info = apply_platform(args.xla_flags, threads)
 
-  threads = args.threads or len(os.sched_getaffinity(0))
   import jax
 
-  facts = cpu_facts()
+  from climjax import peak
+
+  facts = peak.cpu_facts(cores=threads)
+  peak_info = peak.machine_peak(facts, threads)
+  facts |= peak_info
+  if "peak_error" in peak_info:
+    print(f"FMA loop: {peak_info['peak_error']}; using the nominal peak", flush=True)
   results: dict = {
     "machine": facts,
     "threads": threads,
@@ -377,31 +319,27 @@ def main(argv=None) -> dict:
     "xla_flags": platform_info["xla_flags"],
     "allocator": platform_info["allocator"],
     "jax": jax.__version__,
-    "nominal_peak_gflops": nominal_peak(facts),
+    "nominal_peak_gflops": peak_info["peak_nominal_gflops"],
+    "fma_loop_gflops": peak_info["peak_measured_gflops"],
+    "fma_loop_one_core_gflops": peak_info.get("peak_measured_one_core_gflops"),
+    "peak_gflops": peak_info["peak_gflops"],
+    "peak_used": peak_info["peak_used"],
   }
   from climjax.ops import native
 
   # The narrow-channel C++ kernels (climjax/ops/native.py); CLIMJAX_NATIVE=0
   # times the XLA-only formulations instead.
   results["native_kernels"] = native.available()
-  # On a shared machine the all-core loop is dragged down by other processes;
-  # one core times the core count bounds it from above (if every core can hold
-  # the single-core clock). The largest estimate is the peak: fractions of it
-  # are conservative.
-  fma = measured_fma_peak(threads, facts)
-  fma_one = measured_fma_peak(1, facts)
-  results["fma_loop_gflops"] = fma
-  results["fma_loop_one_core_gflops"] = fma_one
-  results["peak_gflops"] = max(
-    x for x in (fma, fma_one and fma_one * threads, results["nominal_peak_gflops"]) if x
-  )
 
   torch = None
   if not args.no_torch:
-    import torch
-
-    torch.set_num_threads(threads)
-    results["torch"] = torch.__version__
+    try:
+      import torch
+    except ImportError:
+      print("PyTorch is not installed (pip install -e .[bench]): timing climjax alone", flush=True)
+    else:
+      torch.set_num_threads(threads)
+      results["torch"] = torch.__version__
 
   benches = {}
   for name in args.only.split(","):
@@ -421,8 +359,6 @@ def main(argv=None) -> dict:
         lambda impl, size=size: jax_detector_step(size, impl),
         lambda cl, size=size: torch_detector_step(size, cl),
       )
-    else:
-      parser.error(f"unknown benchmark {name!r}")
 
   for name, (examples, reps, make_jax, make_torch) in benches.items():
     row: dict = {}
@@ -470,12 +406,15 @@ def _rate(v: float) -> str:
 
 
 def _markdown(results: dict, names: list[str], impl: str) -> str:
-  fma, fma_one = results["fma_loop_gflops"], results["fma_loop_one_core_gflops"]
+  m = results["machine"]
+  measured = m.get("peak_measured_gflops")
   lines = [
-    f"peak {results['peak_gflops']:.0f} GFLOP/s fp32 = max(FMA loop on {results['threads']} "
-    f"threads {fma or float('nan'):.0f}, one core x {results['threads']} "
-    f"{(fma_one or float('nan')) * results['threads']:.0f}, nominal "
-    f"{results['nominal_peak_gflops']:.0f}) ({results['machine']['cpu']})",
+    f"peak {results['peak_gflops']:.0f} GFLOP/s fp32 ({m['peak_used']}): FMA loop on "
+    f"{results['threads']} thread{'s' * (results['threads'] > 1)} "
+    + (f"{measured:.0f} (one core {m['peak_measured_one_core_gflops']:.0f})" if measured else "-")
+    + f", nominal {m['peak_nominal_gflops']:.0f} = {results['threads']} x "
+    f"{m['clock_ghz']:.2f} GHz x {m['flops_per_cycle']} FLOP/cycle ({m['microarchitecture']}: "
+    f"{m['fma_units']}x{m['fma_bits']}-bit FMA; {m['cpu']})",
     "",
     f"| benchmark | climjax ({impl}) ex/s | XLA kernels ex/s | PyTorch ex/s (NCHW / CL) | ratio | "
     "climjax GFLOP/s | fraction of peak |",
@@ -496,6 +435,124 @@ def _markdown(results: dict, names: list[str], impl: str) -> str:
       f"{r['fraction_of_peak']:.2f} |"
     )
   return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Thread scaling: one process per thread count.
+
+
+def _without(argv: list[str], *flags: str) -> list[str]:
+  """argv less the given --flag=value / --flag value options."""
+  out, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+    elif arg in flags:
+      skip = True
+    elif not any(arg.startswith(f + "=") for f in flags):
+      out.append(arg)
+  return out
+
+
+def thread_scaling(runs: dict[int, dict]) -> dict:
+  """Per benchmark and thread count: examples/s, speed-up over the first count and
+  parallel efficiency (speed-up / thread ratio), overall and from the previous count."""
+  counts = sorted(runs)
+  base = counts[0]
+  steps: dict = {}
+  names = [k for k, v in runs[base].items() if isinstance(v, dict) and "flops_per_step" in v]
+  for name in names:
+    rows = []
+    for i, n in enumerate(counts):
+      r = runs[n][name]
+      row = {
+        "threads": n,
+        "climjax_examples_per_second": r["climjax_examples_per_second"],
+        "climjax_gflops": r["climjax_gflops"],
+        "fraction_of_peak": r["fraction_of_peak"],
+      }
+      for side in ("climjax", "torch"):
+        key = f"{side}_examples_per_second"
+        if key not in r or key not in runs[base][name]:
+          continue
+        row[key] = r[key]
+        speedup = r[key] / runs[base][name][key]
+        row[f"{side}_speedup"] = speedup
+        row[f"{side}_efficiency"] = speedup / (n / base)
+        if i > 0:
+          prev = counts[i - 1]
+          step = r[key] / runs[prev][name][key]
+          row[f"{side}_step_efficiency"] = step / (n / prev)
+      rows.append(row)
+    steps[name] = rows
+  peaks = [
+    {
+      "threads": n,
+      "peak_gflops": runs[n]["peak_gflops"],
+      "peak_used": runs[n]["machine"]["peak_used"],
+      "peak_measured_gflops": runs[n]["machine"]["peak_measured_gflops"],
+      "peak_measured_wall_gflops": runs[n]["machine"].get("peak_measured_wall_gflops"),
+    }
+    for n in counts
+  ]
+  return {"threads": counts, "base_threads": base, "steps": steps, "peak": peaks}
+
+
+def _scaling_markdown(scaling: dict) -> str:
+  base = scaling["base_threads"]
+  lines = []
+  for name, rows in scaling["steps"].items():
+    lines += [
+      "",
+      f"{name}: efficiency = (rate_n / rate_{base}) / (n / {base}); step = from the previous count",
+      "| threads | climjax ex/s | speed-up | efficiency | step | PyTorch ex/s | efficiency | "
+      "fraction of peak |",
+      "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+      torch_cols = (
+        f"{_rate(r['torch_examples_per_second'])} | {r['torch_efficiency']:.2f}"
+        if "torch_examples_per_second" in r
+        else "- | -"
+      )
+      lines.append(
+        f"| {r['threads']} | {_rate(r['climjax_examples_per_second'])} | "
+        f"{r['climjax_speedup']:.2f} | {r['climjax_efficiency']:.2f} | "
+        f"{r.get('climjax_step_efficiency', float('nan')):.2f} | {torch_cols} | "
+        f"{r['fraction_of_peak']:.2f} |"
+      )
+  # The FMA loop's wall-clock rate shows how much of the cores the benchmark had:
+  # its CPU-time rate (the peak) ignores other load, the wall rate does not.
+  walls = ", ".join(
+    f"{p['threads']}: {p['peak_measured_wall_gflops']:.0f}"
+    for p in scaling["peak"]
+    if p.get("peak_measured_wall_gflops")
+  )
+  if walls:
+    lines += ["", f"FMA loop wall-clock GFLOP/s by threads (other load shows here): {walls}"]
+  return "\n".join(lines)
+
+
+def thread_sweep(counts: list[int], out: str, argv: list[str]) -> dict:
+  """Runs this script once per thread count (a fresh process each: XLA's CPU client
+  sizes its thread pool once), then writes the largest count's results with
+  "thread_scaling" added."""
+  forwarded = _without(argv, "--threads", "--out")
+  runs: dict[int, dict] = {}
+  with tempfile.TemporaryDirectory(prefix="bench_threads_") as tmp:
+    for n in counts:
+      path = os.path.join(tmp, f"bench_{n}.json")
+      print(f"== {n} thread{'s' * (n > 1)}", flush=True)
+      command = [sys.executable, __file__, *forwarded, f"--threads={n}", f"--out={path}"]
+      done = subprocess.run(command)
+      if done.returncode != 0:
+        raise SystemExit(f"bench.py --threads={n} failed (exit {done.returncode})")
+      runs[n] = json.loads(Path(path).read_text())
+  results = dict(runs[counts[-1]])
+  results["thread_scaling"] = thread_scaling(runs)
+  Path(out).write_text(json.dumps(results, indent=2))
+  print(_scaling_markdown(results["thread_scaling"]))
+  return results
 
 
 if __name__ == "__main__":
