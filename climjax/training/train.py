@@ -93,7 +93,9 @@ def _train_and_evaluate(
   model = task.make_model(config)
   total_steps = config.train.steps
   tx = optim.make_optimizer(config.optimizer, total_steps)
-  schedule = optim.learning_rate_schedule(config.optimizer, total_steps)  # for the log
+  # The learning rate for the log, compiled now: not inside the timed steps.
+  learning_rate = jax.jit(optim.learning_rate_schedule(config.optimizer, total_steps))
+  learning_rate(0)
   step_tx = strategy.step_optimizer(tx)
   state = task.init_state(config, model, step_tx, data)
   n_params = num_parameters(state.params)
@@ -195,7 +197,7 @@ def _train_and_evaluate(
       rate = window_steps * examples / max(now - window_t, 1e-9)
       extra, suffix = strategy.log_scalars(step)
       scalars = {**train_metrics, **extra, "examples_per_second": rate, "wall_time": now - t_start}
-      scalars["learning_rate"] = float(schedule(max(progress - 1, 0)))
+      scalars["learning_rate"] = float(learning_rate(max(progress - 1, 0)))
       if flops_per_example:
         scalars["gflops_per_second"] = rate * flops_per_example / 1e9
       writer.write_scalars(progress, scalars)
