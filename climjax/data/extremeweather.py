@@ -14,6 +14,9 @@ an order is possible only if every box has min <= max on both axes and y
 within [0, H], x within [0, W]. When both orders fit every box (small boxes
 away from the wide edge) the reader refuses to guess and asks for
 `box_order`; swapping the axes silently would corrupt every label.
+
+Images are checked as they are read: the layout has no missing values, so a
+NaN or Inf in a channel read is a `DataError` naming the image and channel.
 """
 
 from __future__ import annotations
@@ -209,6 +212,15 @@ class ExtremeWeatherFile:
       raise DataError(self.path, f"cannot read ({type(e).__name__}: {e})", "images") from e
     if not every_channel:
       block = block[:, [channels.index(c) for c in self._channel_index]]
+    finite = np.isfinite(block)
+    if not finite.all():  # the format has no missing values: a NaN or Inf is a broken file
+      n, c = (int(k) for k in np.argwhere(~finite)[0][:2])
+      raise DataError(
+        self.path,
+        f"image {int(indices[n])} channel {self.channels[c]} holds non-finite values "
+        "(NaN or Inf; the ExtremeWeather layout has no missing values)",
+        "images",
+      )
     return np.ascontiguousarray(np.moveaxis(block, 1, -1), dtype=np.float32)
 
   def _example(self, i: int, image: np.ndarray) -> dict[str, np.ndarray]:

@@ -377,11 +377,13 @@ def pixel_to_degrees(y, x, lats: np.ndarray, lons: np.ndarray) -> tuple[np.ndarr
 def box_edges_degrees(pixels: np.ndarray, lats: np.ndarray, lons: np.ndarray):
   """(lat_min, lon_min, lat_max, lon_max) of pixel boxes (..., 4), kept on the globe and in
   the grid's longitude range (0-360, or -180-180): a box at the first column has its edge
-  there, not half a cell before it."""
+  there, not half a cell before it. lat_min <= lat_max whichever way `lats` runs (on a
+  north-to-south grid the box's ymin edge is its northern one)."""
   lat0, lon0 = pixel_to_degrees(pixels[..., 0], pixels[..., 1], lats, lons)
   lat1, lon1 = pixel_to_degrees(pixels[..., 2], pixels[..., 3], lats, lons)
   low, high = (0.0, 360.0) if np.nanmin(lons) >= 0 else (-180.0, 180.0)
   lat0, lat1 = np.clip(lat0, -90.0, 90.0), np.clip(lat1, -90.0, 90.0)
+  lat0, lat1 = np.minimum(lat0, lat1), np.maximum(lat0, lat1)
   return lat0, np.clip(lon0, low, high), lat1, np.clip(lon1, low, high)
 
 
