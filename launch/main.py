@@ -24,6 +24,7 @@ field or file (exit status 2), not a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -51,9 +52,19 @@ _RESUME = flags.DEFINE_enum(
 )  # fmt: skip
 
 
-def _fail(message: str) -> None:
-  print(f"climjax: error: {message}", file=sys.stderr)
-  sys.exit(2)
+def _mpi_env(names: tuple[str, ...], default: str) -> str:
+  return next((os.environ[v] for v in names if v in os.environ), default)
+
+
+def _is_rank0() -> bool:
+  return _mpi_env(("PMI_RANK", "OMPI_COMM_WORLD_RANK"), "0") == "0"
+
+
+def _fail(message: str, status: int = 2) -> None:
+  # Under MPI every rank checks the same config and fails the same way: rank 0 says so once.
+  if _is_rank0():
+    print(f"climjax: error: {message}", file=sys.stderr, flush=True)
+  sys.exit(status)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -91,7 +102,7 @@ def default_workdir(config) -> str:
   strategy = parallel.get("strategy", "single")
   if strategy == "single":
     return os.path.join("runs", name)
-  ranks = next((os.environ[v] for v in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE") if v in os.environ), "")
+  ranks = _mpi_env(("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"), "")
   suffix = f"-{strategy}{ranks}"
   if strategy in ("hybrid", "simulated"):
     suffix += f"-g{parallel.get('num_groups', 1)}"
@@ -105,6 +116,10 @@ def default_workdir(config) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if os.environ.get("CLIMJAX_RANKS_DIR"):  # launch/mpirun.sh names a rank that dies by its pid
+    with contextlib.suppress(OSError):
+      with open(os.path.join(os.environ["CLIMJAX_RANKS_DIR"], str(os.getpid())), "w") as f:
+        f.write(_mpi_env(("PMI_RANK", "OMPI_COMM_WORLD_RANK"), "0"))
   # Library INFO logs (orbax, tfds) drown the progress lines; --verbosity=0 brings them back.
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
@@ -119,14 +134,18 @@ def main(argv: list[str]) -> None:
   except ValueError as e:
     _fail(str(e))
   from climjax.data.errors import DataError  # noqa: PLC0415
+  from climjax.errors import Interrupted  # noqa: PLC0415
   from climjax.training import train  # noqa: PLC0415  (imports JAX: after platform.apply)
   from climjax.training.validate import ConfigError  # noqa: PLC0415
 
-  print(f"[climjax] platform: {platform_info}")
+  if _is_rank0():
+    print(f"[climjax] platform: {platform_info}")
   try:
     train.train_and_evaluate(config, workdir, resume=_RESUME.value)
   except (ConfigError, DataError) as e:
     _fail(str(e))
+  except Interrupted as e:  # SIGTERM: the checkpoint is saved; 143 as for a process it killed
+    _fail(str(e), status=143)
 
 
 if __name__ == "__main__":

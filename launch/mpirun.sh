@@ -61,5 +61,46 @@ if [ "${ALLOCATOR:-tcmalloc}" = tcmalloc ]; then
   done
 fi
 # `-m mpi4py` turns an uncaught exception or a non-zero exit on one rank into
-# MPI_Abort of all: otherwise the other ranks wait forever in a collective.
-exec "$MPIEXEC" -n "$NP" "$PYTHON" -m mpi4py launch/main.py "$@"
+# MPI_Abort of all: otherwise the other ranks wait forever in a collective. A
+# rank that dies (killed, out of memory) makes mpiexec stop the others at once.
+if ! "$MPIEXEC" --version 2>/dev/null | grep HYDRA >/dev/null; then
+  exec "$MPIEXEC" -n "$NP" "$PYTHON" -m mpi4py launch/main.py "$@"
+fi
+# MPICH's hydra: ask for every rank's exit code, so that a dead rank can be named.
+out=$(mktemp)
+codes=$(mktemp)
+export CLIMJAX_RANKS_DIR=$(mktemp -d)  # each rank writes its pid there (launch/main.py)
+trap 'rm -rf "$out" "$codes" "$CLIMJAX_RANKS_DIR"' EXIT
+set +e
+"$MPIEXEC" -print-all-exitcodes -n "$NP" "$PYTHON" -m mpi4py launch/main.py "$@" | tee "$out"
+status=${PIPESTATUS[0]}
+set -e
+grep -a -E "Exit codes:|^= +PID [0-9]+ RUNNING AT" "$out" > "$codes" || true
+# "[mpiexec@host] Exit codes: [host] 0,9": per host, the codes of its ranks in rank order.
+# Hydra names the first process that failed by its pid ("PID 123 RUNNING AT host"),
+# and lists every rank's exit code per host ("Exit codes: [host] 0,9").
+if [ "$status" -ne 0 ] && [ "$status" -ne 2 ] && [ -s "$codes" ]; then
+  python3 - "$codes" "$CLIMJAX_RANKS_DIR" <<'PY' >&2 || true
+import os, re, signal, sys
+text = open(sys.argv[1]).read()
+def how(code):
+  return f"killed by {signal.Signals(code).name}" if 0 < code < 32 else f"exit code {code}"
+codes = []
+for host, listed in re.findall(r"\[([^\]]+)\] ([0-9,]+)\s*$", text.split("Exit codes:", 1)[-1], re.M):
+  codes += [(host, int(c)) for c in listed.split(",")]
+first = re.search(r"PID (\d+) RUNNING AT (\S+)", text)
+pid_file = os.path.join(sys.argv[2], first.group(1)) if first else ""
+first_rank = int(open(pid_file).read()) if pid_file and os.path.exists(pid_file) else None
+# mpiexec kills the others when one dies, so several can read "killed"; the pid it
+# names first is the first it saw end, which need not be the cause.
+dead = [f"rank {r} ({host}, {how(c)})" for r, (host, c) in enumerate(codes) if c not in (0, 2)]
+if not dead and first_rank is not None:
+  dead = [f"rank {first_rank} ({first.group(2)})"]
+if dead:
+  seen = f" (mpiexec saw rank {first_rank} end first)" if first_rank is not None and len(dead) > 1 else ""
+  print(f"climjax: error: MPI {', '.join(dead)} ended the run{seen}; mpiexec stopped the other "
+        "ranks. The last checkpoint in the workdir is complete: rerun the same command to "
+        "resume from it.")
+PY
+fi
+exit "$status"

@@ -26,10 +26,26 @@ from climjax.parallel.strategy import SCALINGS, STRATEGIES, Strategy, Timings, T
 __all__ = ["SCALINGS", "STRATEGIES", "Strategy", "Timings", "Topology", "make_strategy", "setup"]
 
 
+def _launched_ranks() -> int:
+  """The MPI world size the launcher announced (mpiexec sets it), without importing mpi4py."""
+  import os
+
+  for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+    if os.environ.get(name, "").isdigit():
+      return int(os.environ[name])
+  return 1
+
+
 def _check(parallel_config) -> str:
   strategy = parallel_config.get("strategy", "single")
   if strategy not in STRATEGIES:
     raise ValueError(f"parallel.strategy must be one of {STRATEGIES}, got {strategy!r}")
+  ranks = _launched_ranks()
+  if strategy in ("single", "simulated") and ranks > 1:
+    raise ValueError(
+      f"parallel.strategy={strategy!r} is one process, but this is one of {ranks} MPI ranks "
+      "(each would train alone and overwrite the others' checkpoints): use 'sync' or 'hybrid'"
+    )
   scaling = parallel_config.get("scaling", "strong")
   if scaling not in SCALINGS:
     raise ValueError(f"parallel.scaling must be one of {SCALINGS}, got {scaling!r}")

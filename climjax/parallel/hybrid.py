@@ -89,6 +89,8 @@ def group_topology(topology: Topology, layout: comm_lib.Layout) -> Topology:
 class HybridStrategy(Strategy):
   """Compute groups and parameter servers; `progress` counts server updates."""
 
+  checkpoints_on_signal = False  # see Strategy
+
   def __init__(self, parallel_config):
     self.layout = layout_from_config(parallel_config)
     super().__init__(setup(parallel_config), parallel_config)

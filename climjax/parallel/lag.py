@@ -89,6 +89,8 @@ class LaggedStrategy(Strategy):
   called on the background thread (None in one process).
   """
 
+  checkpoints_on_signal = False  # see Strategy
+
   def __init__(self, topology: Topology, parallel_config, allreduce_mean: Callable | None):
     super().__init__(topology, parallel_config)
     self._allreduce_mean = allreduce_mean

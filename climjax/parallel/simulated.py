@@ -66,6 +66,8 @@ def staleness_distribution(parallel_config) -> tuple[np.ndarray, str]:
 class SimulatedAsyncStrategy(Strategy):
   """One process; `progress` counts updates; the newest version is what is saved and evaluated."""
 
+  checkpoints_on_signal = False  # see Strategy
+
   def __init__(self, parallel_config):
     super().__init__(Topology(strategy="simulated"), parallel_config)
     self.groups = int(parallel_config.get("num_groups", 1))

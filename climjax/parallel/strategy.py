@@ -205,6 +205,11 @@ class Strategy:
   """
 
   is_server = False
+  # SIGTERM: the chief checkpoints the last finished step (climjax/training/signals.py).
+  # Strategies whose state lives elsewhere (servers) or is in flight (a lagged
+  # update) keep the default: the process ends, and the rerun resumes from the
+  # last periodic checkpoint.
+  checkpoints_on_signal = True
 
   def __init__(self, topology: Topology, parallel_config=None):
     self.topology = topology
@@ -332,6 +337,12 @@ class Strategy:
   def save(self, state) -> None:
     """An asynchronous, atomic orbax save at the current step."""
     checkpointing.save(self._manager, self.progress, state)
+
+  def save_and_wait(self, state, *, saved_now: bool) -> None:
+    """Checkpoints the current step (unless `saved_now`) and waits until it is on disk."""
+    if not saved_now:
+      self.save(state)
+    self._manager.wait_until_finished()
 
   def log_scalars(self, step: int) -> tuple[dict, str]:
     """Strategy numbers for a metrics.jsonl record, and the log line's suffix.

@@ -34,8 +34,9 @@ import numpy as np
 
 from climjax import parallel, provenance, tasks
 from climjax.data import pipeline
+from climjax.errors import Interrupted
 from climjax.training import metrics as metrics_lib
-from climjax.training import optim, validate
+from climjax.training import optim, signals, validate
 from climjax.training.metrics import write_json
 from climjax.training.state import num_parameters
 
@@ -70,16 +71,20 @@ def train_and_evaluate(
     strategy = parallel.make_strategy(config.parallel)
   except ValueError as e:  # ranks that cannot be laid out as configured
     raise validate.ConfigError(str(e)) from None
-  with strategy.guard():
+  stop_request = signals.StopRequest()
+  with strategy.guard(), stop_request.installed(strategy.checkpoints_on_signal):
     try:
-      return _train_and_evaluate(config, workdir, task, strategy, data, resume == "force")
+      return _train_and_evaluate(
+        config, workdir, task, strategy, data, resume == "force", stop_request
+      )
     finally:
       strategy.close()
 
 
 def _train_and_evaluate(
-  config, workdir: str, task, strategy: parallel.Strategy, data, force_resume: bool
-) -> dict:
+  config, workdir: str, task, strategy: parallel.Strategy, data, force_resume: bool,
+  stop_request: signals.StopRequest,
+) -> dict:  # fmt: skip
   t_start = time.time()
   topology = strategy.topology
   chief = topology.is_chief
@@ -228,6 +233,13 @@ def _train_and_evaluate(
       timer.start()
       strategy.resume_timing()
       window_t = time.time()  # the logged rate counts training time only
+    if stop_request.requested and chief and not stop:
+      jax.block_until_ready(state)
+      strategy.save_and_wait(state, saved_now=saving)
+      raise Interrupted(
+        f"{stop_request.signal_name} at step {progress}: checkpoint saved in "
+        f"{os.path.join(workdir, 'checkpoints')}; rerun the same command to resume from it"
+      )
   jax.block_until_ready(state)
   strategy.settle()
   timer.stop()
