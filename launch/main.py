@@ -144,6 +144,11 @@ def main(argv: list[str]) -> None:
     train.train_and_evaluate(config, workdir, resume=_RESUME.value)
   except (ConfigError, DataError) as e:
     _fail(str(e))
+  except FloatingPointError as e:  # a non-finite loss or parameters: nothing bad was saved
+    saved = os.path.join(workdir, "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(saved) if d.isdigit()) if os.path.isdir(saved) else []
+    kept = f"the last good checkpoint (step {steps[-1]}) is kept" if steps else "no checkpoint"
+    _fail(f"{e}; training stopped, {kept} in {saved}", status=3)
   except Interrupted as e:  # SIGTERM: the checkpoint is saved; 143 as for a process it killed
     _fail(str(e), status=143)
 

@@ -247,3 +247,20 @@ def test_a_dying_rank_ends_the_job_in_bounded_time_naming_it(
     for name in os.listdir(shard) if os.path.isdir(shard) else []:
       assert name.endswith(".npz"), name  # no half-written file under a final name
       np.load(os.path.join(shard, name))
+
+
+def test_a_diverging_run_stops_in_one_line_and_keeps_only_finite_checkpoints(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  command = _single(workdir, data_dir, "--config.optimizer.name=sgd", "--config.optimizer.learning_rate=20",
+                    "--config.optimizer.warmup_steps=300", "--config.train.checkpoint_every=5",
+                    "--config.train.log_every=5")  # fmt: skip
+  result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT_S)  # fmt: skip
+  assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+  line = result.stderr.strip().splitlines()[-1]
+  assert line.startswith("climjax: error: non-finite ") and "tc train split" in line, line
+  kept = _steps(workdir)
+  assert kept and f"last good checkpoint (step {kept[-1]})" in line
+  for step in kept:
+    for name, value in _flatten(_params(workdir, step)):
+      assert np.isfinite(value).all(), (step, name)

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -98,6 +99,9 @@ def _train_and_evaluate(
   model = task.make_model(config)
   total_steps = config.train.steps
   tx = optim.make_optimizer(config.optimizer, total_steps)
+  all_finite = jax.jit(
+    lambda tree: jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+  )
   # The learning rate for the log, compiled now: not inside the timed steps.
   learning_rate = jax.jit(optim.learning_rate_schedule(config.optimizer, total_steps))
   learning_rate(0)
@@ -220,6 +224,10 @@ def _train_and_evaluate(
       strategy.settle()
       timer.pause()
     if saving:
+      if not bool(all_finite(state.params)):  # never checkpoint a diverged model
+        raise FloatingPointError(
+          f"non-finite parameters after step {progress} (batches from {data.description})"
+        )
       strategy.save(state)
     if evaluating:
       scalars, line = task.evaluate_during_training(
