@@ -264,3 +264,29 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_only_finite_checkpoints(dat
   for step in kept:
     for name, value in _flatten(_params(workdir, step)):
       assert np.isfinite(value).all(), (step, name)
+
+
+@needs_mpi
+@pytest.mark.parametrize(
+  "ranks,overrides,fragment",
+  [
+    (2, ("--config.parallel.strategy=sync", "--config.train.batch_size=63"),
+     "train.batch_size: strong scaling splits batch_size=63 over 2 ranks"),
+    (3, ("--config.parallel.strategy=hybrid", "--config.parallel.num_servers=1",
+         "--config.parallel.num_groups=3"), "cannot form parallel.num_groups=3"),
+    (3, ("--config.parallel.strategy=hybrid", "--config.parallel.num_servers=0"),
+     "needs num_servers >= 1"),
+    (2, ("--config.parallel.strategy=single",), "parallel.strategy='single' is one process"),
+  ],
+  ids=["batch-not-divisible", "more-groups-than-workers", "no-servers", "single-on-two-ranks"],
+)  # fmt: skip
+def test_impossible_mpi_layouts_are_one_line_printed_once(
+  data_dir, tmp_path, ranks, overrides, fragment
+):
+  command = _mpi(ranks, str(tmp_path / "run"), data_dir, *overrides)
+  result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT_S)  # fmt: skip
+  assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith("climjax: error:")]
+  assert len(errors) == 1 and fragment in errors[0], result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
