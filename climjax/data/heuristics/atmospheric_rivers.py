@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import ndimage
+from scipy import ndimage, spatial
 
 from climjax.data.errors import DataError
 from climjax.data.heuristics.grid import _field, _Grid, _grid_of, _source, region_box
@@ -105,6 +105,38 @@ def _land_mask(ds: xr.Dataset, grid: _Grid, land_fraction, required: bool) -> np
   return land
 
 
+def _unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+  p, lam = np.deg2rad(lat), np.deg2rad(lon)
+  return np.stack([np.cos(p) * np.cos(lam), np.cos(p) * np.sin(lam), np.sin(p)], axis=-1)
+
+
+class _Coast:
+  """How far cells lie off land: great-circle km between cell edges, over the sphere."""
+
+  def __init__(self, grid: _Grid, on_land: np.ndarray):
+    ys, xs = np.nonzero(on_land)
+    self._tree = spatial.cKDTree(_unit_vectors(grid.lat[ys], grid.lon[xs])) if len(ys) else None
+    # A cell's size (km): the square root of its area, at each row.
+    self._size_km = np.sqrt(grid.cell_area_km2()[:, 0])
+    self._lat, self._lon = grid.lat, grid.lon
+
+  def gap_km(self, ys: np.ndarray, xs: np.ndarray, within_km: float) -> np.ndarray:
+    """Km from each cell (rows `ys`, columns `xs`) to land, inf beyond `within_km`.
+
+    Centre to centre less the cell's size: 0 or less on land and beside it, and
+    about how far a region whose edge is this cell stops off the coast.
+    """
+    if self._tree is None:
+      return np.full(len(ys), np.inf)
+    size = self._size_km[ys]
+    reach = (within_km + size.max()) / EARTH_RADIUS_KM
+    chord, _ = self._tree.query(
+      _unit_vectors(self._lat[ys], self._lon[xs]), distance_upper_bound=2 * np.sin(reach / 2)
+    )
+    arc = 2 * EARTH_RADIUS_KM * np.arcsin(np.clip(chord / 2, 0.0, 1.0))  # inf stays inf
+    return arc - size
+
+
 def detect_atmospheric_rivers(
   ds: xr.Dataset,
   *,
@@ -117,6 +149,7 @@ def detect_atmospheric_rivers(
   max_abs_lat: float = 80.0,
   min_tmq_anomaly: float | None = 10.0,
   min_land_pixels: int = 1,
+  landfall_km: float = 300.0,
 ) -> pd.DataFrame:
   """Atmospheric rivers at every time of `ds` (dims time, lat, lon; TMQ required).
 
@@ -129,9 +162,13 @@ def detect_atmospheric_rivers(
   every river and fail the width test; a river stands out from its latitude.
   `min_tmq_anomaly=None` gives the plain TECA threshold. With
   `require_landfall`, a river must reach land: at least `min_land_pixels` of
-  its pixels lie on land (land fraction >= 0.5) or next to it (one of the 8
-  neighbours on land), since moisture rains out over land and a river's
-  threshold region often ends at the coast. The land fraction is
+  its pixels lie within `landfall_km` of land (land fraction >= 0.5), since
+  moisture rains out over land and a river's threshold region often ends
+  before the coast. The distance is great-circle km between the edges of the
+  river's cell and the nearest land cell (centre to centre less a cell), so
+  a plume that stops 300 km offshore reaches land on a 0.25 deg grid as on a
+  2.5 deg one, where it stops a cell or two short of the coast; 0 keeps
+  about the pixels on land and beside it. The land fraction is
   `land_fraction` (lat, lon), else the dataset's LANDFRAC, else
   `climjax.data.landsea.land_fraction`.
 
@@ -145,12 +182,7 @@ def detect_atmospheric_rivers(
     raise DataError(_source(ds), "required by detect_atmospheric_rivers", "TMQ")
   grid = _grid_of(ds)
   land = _land_mask(ds, grid, land_fraction, required=require_landfall)
-  if land is not None:
-    on_land = land >= 0.5
-    if grid.is_global:  # the neighbours of column 0 include column W-1
-      on_land = np.concatenate([on_land[:, -1:], on_land, on_land[:, :1]], axis=1)
-    reach = ndimage.binary_dilation(on_land, structure=_EIGHT_NEIGHBOURS)
-    coast_or_land = (reach[:, 1:-1] if grid.is_global else reach).ravel()
+  coast = _Coast(grid, land >= 0.5) if land is not None else None
   area = np.broadcast_to(grid.cell_area_km2(), (len(grid.lat), len(grid.lon)))
   band = (np.abs(grid.lat) >= min_abs_lat) & (np.abs(grid.lat) <= max_abs_lat)
   # A region of n connected pixels spans at most n pixel diagonals: cheap rejection.
@@ -196,12 +228,13 @@ def detect_atmospheric_rivers(
       region_width = region_area / max(length, max_step_km)
       if region_width > max_width_km:
         continue
+      ys, xs = np.unravel_index(members, mask.shape)
       landfall = None  # unknown without a land mask
-      if land is not None:
-        landfall = int(coast_or_land[members].sum()) >= min_land_pixels
+      if coast is not None:
+        near = coast.gap_km(ys, xs, landfall_km) <= landfall_km
+        landfall = int(near.sum()) >= min_land_pixels
       if require_landfall and not landfall:
         continue
-      ys, xs = np.unravel_index(members, mask.shape)
       lam = np.deg2rad(grid.lon[xs])
       centre_lon = np.rad2deg(np.arctan2((cell * np.sin(lam)).sum(), (cell * np.cos(lam)).sum()))
       x0, x1 = _column_span(xs, width, wrap)

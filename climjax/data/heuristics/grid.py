@@ -1,7 +1,9 @@
 """The (lat, lon) grid of a dataset, and reading one time step of a field off it.
 
-Distances in degrees become pixel footprints through the grid spacing, so every
-detector works unchanged on any grid.
+Distances in degrees become pixel footprints through the grid spacing. What a
+grid cannot resolve does depend on it: a vortex's vorticity on a coarse grid is
+the average over a cell, and no radius shorter than a cell holds a neighbour;
+`spacing_deg` and `diagonal_deg` are what detectors scale such criteria by.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ class _Grid:
   @property
   def dlon(self) -> float:
     return float(np.median(np.diff(self.lon)))
+
+  @property
+  def spacing_deg(self) -> float:
+    """Mean of the latitude and longitude spacings: the size of a cell, in degrees."""
+    return 0.5 * (self.dlat + self.dlon)
+
+  @property
+  def diagonal_deg(self) -> float:
+    """A cell's diagonal (degrees): the distance to the farthest of its 8 neighbours."""
+    return float(np.hypot(self.dlat, self.dlon))
 
   @property
   def is_global(self) -> bool:

@@ -30,7 +30,8 @@ LABEL_COLUMNS: tuple[str, ...] = (
 LABEL_CLASSES: tuple[str, ...] = variables.CLASS_NAMES_WITH_FRONTS  # TD, TC, ETC, AR, WF
 
 # Tropical depressions: tropical lows below TC strength, found by the TC detector with
-# its thresholds relaxed this far (closed by 100 Pa, cyclonic at 1e-4 1/s).
+# its thresholds relaxed this far (closed by 100 Pa, cyclonic at 1e-4 1/s; on coarse grids
+# these and the TC thresholds are scaled as the detector scales its own).
 TD_VORTICITY = 1.0e-4
 TD_PSL_RISE_PA = 100.0
 TD_MAX_ABS_LAT = 30.0
@@ -121,9 +122,10 @@ def label_events(
     )
     skipped += candidates.attrs["skipped_criteria"]
     vorticity = candidates["vorticity"].to_numpy(np.float64)
+    used = candidates.attrs["thresholds"]
     strict = candidates[
-      (np.isnan(vorticity) | (vorticity >= TC_VORTICITY))
-      & (candidates["psl_rise"].to_numpy(np.float64) >= TC_PSL_RISE_PA)
+      (np.isnan(vorticity) | (vorticity >= TC_VORTICITY * used["vorticity_scale"]))
+      & (candidates["psl_rise"].to_numpy(np.float64) >= TC_PSL_RISE_PA * used["psl_rise_scale"])
     ].reset_index(drop=True)
     strict.attrs = dict(candidates.attrs)
     tc = track_cyclones(strict)

@@ -1,7 +1,8 @@
 """TECA-style tropical-cyclone candidates (GFDL detector): closed PSL lows with cyclonic vorticity.
 
 The criteria and the warm-core and thickness flags are described in the
-`climjax.data.heuristics` docstring.
+`climjax.data.heuristics` docstring, and how they follow the grid spacing under
+`detect_tropical_cyclones`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import pandas as pd
 import xarray as xr
 
 from climjax.data.errors import DataError
-from climjax.data.heuristics.grid import _field, _grid_of, _source
+from climjax.data.heuristics.cyclone_tracks import time_steps_hours
+from climjax.data.heuristics.grid import _field, _Grid, _grid_of, _source
 from climjax.data.heuristics.lows import _local_minima, _pressure_centre, _recovery_box
 from climjax.data.heuristics.rays import _core_drop, _nan_reduce, _ray_samples
 from climjax.data.heuristics.sphere import relative_vorticity
@@ -23,6 +25,32 @@ TC_COLUMNS: tuple[str, ...] = (
     "thickness", "psl_rise", "warm_core_ok", "thickness_ok", "ymin", "xmin", "ymax", "xmax",
     "lat_min", "lon_min", "lat_max", "lon_max",
 )  # fmt: skip
+
+
+# TECA's thresholds (1.6e-4 1/s, 400 Pa) hold for grids up to this spacing (deg): a
+# tropical storm's grid vorticity stays above them there (measured on the synthetic
+# generator's Holland vortices: about 1.8e-4 at least at 1.25 deg, down to 1.4e-4 at 1.5
+# deg and 0.4e-4 at 2.5 deg, where nearly a third also rise by less than 400 Pa).
+REFERENCE_SPACING_DEG = 1.25
+# Beyond it the vorticity threshold falls as (reference / spacing)^2: a cell larger than
+# the storm's core holds its circulation, so the cell's mean vorticity falls as 1 / area
+# (Stokes). The closed-low rise falls as reference / spacing: the lowest cell centre lies
+# up to half a cell from the storm's, where a compact low's deficit falls about as 1 / r.
+VORTICITY_SPACING_EXPONENT = 2.0
+PSL_RISE_SPACING_EXPONENT = 1.0
+
+
+def threshold_scales(
+  grid: _Grid, reference_spacing_deg: float | None = REFERENCE_SPACING_DEG
+) -> dict[str, float]:
+  """Factors on the vorticity and closed-low thresholds for this grid (1 up to the reference)."""
+  if reference_spacing_deg is None or grid.spacing_deg <= reference_spacing_deg:
+    return {"vorticity": 1.0, "psl_rise": 1.0}
+  ratio = reference_spacing_deg / grid.spacing_deg
+  return {
+    "vorticity": float(ratio**VORTICITY_SPACING_EXPONENT),
+    "psl_rise": float(ratio**PSL_RISE_SPACING_EXPONENT),
+  }
 
 
 def _zonal_anomaly(field: np.ndarray) -> np.ndarray:
@@ -47,6 +75,7 @@ def detect_tropical_cyclones(
   require_warm_core: bool = False,
   num_directions: int = 8,
   box_recovery: float = 0.5,
+  reference_spacing_deg: float | None = REFERENCE_SPACING_DEG,
 ) -> pd.DataFrame:
   """TC candidates at every time of `ds` (dims time, lat, lon; PSL required).
 
@@ -63,6 +92,24 @@ def detect_tropical_cyclones(
   distance at which PSL has recovered `box_recovery` of its rise within
   `psl_radius_deg`.
 
+  On coarse grids the criteria follow the grid spacing (the mean of the
+  latitude and longitude steps), since thresholds are tuned to one resolution
+  (TECA's to CAM5 at 0.25 deg; the GFDL detector of Vitart et al. 1997 used
+  3.5e-5 1/s at T42, 2.8 deg; TempestExtremes' reanalysis TCs close by 200 Pa
+  within 5.5 deg). Up to `reference_spacing_deg` the thresholds apply as
+  given; beyond, `vorticity_threshold` is scaled by (reference / spacing)^2,
+  since centred differences on cells larger than a storm's core give the
+  core's circulation over the cell's area, and `psl_rise_pa` by reference /
+  spacing, since the lowest cell centre misses the storm's by up to half a
+  cell (at 2.5 deg: 4e-5 1/s and 200 Pa; at 2.8 deg 3.2e-5 1/s, near
+  Vitart's). None keeps them fixed. A search radius (`core_radius_deg`,
+  `wind_radius_deg`) is at least a cell's diagonal, so the vorticity maximum,
+  the warm core and the wind may lie in any of the 8 cells around the
+  pressure minimum (at 2.5 deg a 2 deg radius holds the centre cell only); a
+  fall-off radius (`psl_radius_deg`, `warm_core_radius_deg`,
+  `thickness_radius_deg`) is at least two diagonals, so every ray passes
+  those 8 cells, one of which may be as low (or as warm) as the centre.
+
   Returns:
     One row per candidate with columns `TC_COLUMNS`: the centre (`lat`, `lon`,
     the centroid of the pressure deficit around the PSL minimum, and the same
@@ -74,7 +121,11 @@ def detect_tropical_cyclones(
     `xmax`; fractional, x continuing past the seam of a global grid) and
     degrees (`lat_min`, `lon_min`, `lat_max`, `lon_max`; lon_max = lon_min +
     width). `df.attrs["skipped_criteria"]` lists criteria skipped for missing
-    variables.
+    variables, `df.attrs["thresholds"]` the thresholds and radii used on this
+    grid (with `grid_spacing_deg` and the factors `vorticity_scale` and
+    `psl_rise_scale` applied), and
+    `df.attrs["time_steps_hours"]` the smallest, median and largest step of
+    the time coordinate (for `track_cyclones`).
   """
   if "PSL" not in ds:
     raise DataError(
@@ -98,6 +149,30 @@ def detect_tropical_cyclones(
     skipped.append("wind (needs UBOT, VBOT or U850, V850)")
   for criterion in skipped:
     warnings.warn(f"detect_tropical_cyclones: skipping the {criterion} criterion", stacklevel=2)
+
+  scales = threshold_scales(grid, reference_spacing_deg)
+  vorticity_threshold = vorticity_threshold * scales["vorticity"]
+  psl_rise_pa = psl_rise_pa * scales["psl_rise"]
+  diagonal = grid.diagonal_deg
+  core_radius_deg = max(core_radius_deg, diagonal)
+  wind_radius_deg = max(wind_radius_deg, diagonal)
+  psl_radius_deg = max(psl_radius_deg, 2 * diagonal)
+  warm_core_radius_deg = max(warm_core_radius_deg, 2 * diagonal)
+  thickness_radius_deg = max(thickness_radius_deg, 2 * diagonal)
+  thresholds = {
+    "grid_spacing_deg": grid.spacing_deg,
+    "vorticity_scale": scales["vorticity"],
+    "psl_rise_scale": scales["psl_rise"],
+    "vorticity_threshold": vorticity_threshold,
+    "psl_rise_pa": psl_rise_pa,
+    "warm_core_k": warm_core_k,
+    "thickness_m": thickness_m,
+    "core_radius_deg": core_radius_deg,
+    "wind_radius_deg": wind_radius_deg,
+    "psl_radius_deg": psl_radius_deg,
+    "warm_core_radius_deg": warm_core_radius_deg,
+    "thickness_radius_deg": thickness_radius_deg,
+  }
 
   step = 0.5 * min(grid.dlat, grid.dlon)
   max_radius = max(core_radius_deg, psl_radius_deg, wind_radius_deg)
@@ -201,4 +276,6 @@ def detect_tropical_cyclones(
     rows.append(found)
   df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(TC_COLUMNS))
   df.attrs["skipped_criteria"] = skipped
+  df.attrs["thresholds"] = thresholds
+  df.attrs["time_steps_hours"] = time_steps_hours(times)
   return df
