@@ -3,8 +3,11 @@
 These make labels (positions and boxes) from fields without hand labelling,
 the way the ExtremeWeather labels were made (docs/DESIGN.md section 4). Every
 threshold is in physical units and every distance in degrees of great circle or
-km, so the detectors work unchanged on any grid; search windows become pixel
-footprints through the grid spacing.
+km; search windows become pixel footprints through the grid spacing (at least
+a cell or two). Grids coarser than 1.25 deg smooth vorticity and pressure
+minima, so there the TC thresholds are scaled with the spacing (TECA's values
+at 1.25 deg or finer; `detect_tropical_cyclones(reference_spacing_deg=...)`,
+the values used are in the result's attrs).
 
 Tropical cyclones follow TECA's port of the GFDL detector (Vitart et al. 1997,
 Knutson et al. 2007; TECA's gfdl_tc_candidates and gfdl_tc_trajectory). A
