@@ -33,8 +33,21 @@ class StopRequest:
     if not enabled or threading.current_thread() is not threading.main_thread():
       yield self
       return
-    previous = signal.signal(signal.SIGTERM, self._handler)
+    self._previous = signal.signal(signal.SIGTERM, self._handler)
     try:
       yield self
     finally:
-      signal.signal(signal.SIGTERM, previous)
+      self.release()
+
+  def release(self) -> None:
+    """Gives SIGTERM back its previous meaning (training is over, its checkpoint is on disk).
+
+    A SIGTERM that arrived too late to act on is delivered again, now that nothing
+    is lost by it (the evaluation after training is redone by the rerun).
+    """
+    previous, self._previous = getattr(self, "_previous", None), None
+    if previous is None:
+      return
+    signal.signal(signal.SIGTERM, previous)
+    if self.requested:
+      signal.raise_signal(signal.SIGTERM)

@@ -253,6 +253,7 @@ def _train_and_evaluate(
   timer.stop()
   strategy.stop_timing(timer.seconds)
   params, strategy_summary = strategy.finish(state)
+  stop_request.release()  # the final checkpoint is written: SIGTERM now simply ends the run
   train_seconds = time.time() - t_start
 
   # ---- evaluate and write the workdir ------------------------------------------
