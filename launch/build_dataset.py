@@ -22,7 +22,16 @@ detection, fronts for WF patches). Synthetic detection data take the event knobs
 --ar_intensity (multipliers of the default climate; `synthetic.EVENT_KNOBS`);
 `launch/synthetic_run.py` writes such a climate as netCDF files. For netCDF and ExtremeWeather input, --num_train
 and --num_test cap the examples per split and --test_fraction sets the share
-of the snapshots (the last ones) held out for testing.
+of the snapshots (the last ones) held out for testing; the dataset is named by
+the examples it holds (`...-train26-test6-...` where 26 + 6 were found) and
+the printed train command gives those counts. --height/--width apply to
+synthetic detection snapshots only: netCDF and ExtremeWeather input keeps its
+grid, and the options are refused there.
+
+netCDF files from public archives (ERA5, NCEP GFS / GRIB converted to netCDF,
+CMIP, CAM5) are read without --variables_map: variables are found by CF
+standard_name and the archives' names, U850/T500/Z200/... are taken from
+pressure levels, and units are converted (README, "Reading real archives").
 
 Progress goes to stdout. A problem with the input ends the run with one line,
 `climjax: error: <file>: variable <name>: <what>`, and exit status 2. tfds
@@ -122,15 +131,18 @@ def data_config(args: argparse.Namespace):
   return config, data, own_fields
 
 
-def train_command(args: argparse.Namespace, data) -> str:
-  """The launch/main.py command line that trains on this dataset."""
+def train_command(args: argparse.Namespace, data, always: tuple[str, ...] = ()) -> str:
+  """The launch/main.py command line that trains on this dataset.
+
+  It carries the options given here, and the fields in `always` whatever was given.
+  """
   config = f"configs/{'semisup' if args.task == 'detection' else args.task}.py"
   if args.config_arg:
     config += f":{args.config_arg}"
   parts = ["python", "launch/main.py", f"--config={config}"]
   for key in ("source", "input", "data_dir", "num_train", "num_test", "seed", "variables_map",
               "box_order", "test_fraction", "height", "width", "max_boxes", *EVENT_KNOBS):  # fmt: skip
-    if key in data and getattr(args, key, None) not in (None, ""):
+    if key in data and (key in always or getattr(args, key, None) not in (None, "")):
       value = data[key]
       if key in ("input", "data_dir"):  # the dataset is named after the absolute input path
         value = os.path.abspath(os.path.expanduser(value))
@@ -153,23 +165,93 @@ def describe(source, task: str) -> str:
   return f"{n} snapshots" + (f", {int(source.arrays['mask'].sum())} boxes" if decoded else "")
 
 
+def check_grid_options(args: argparse.Namespace) -> None:
+  """Refuses --height/--width where nothing would use them (they were silently ignored)."""
+  given = [f"--{k}" for k in ("height", "width") if getattr(args, k) is not None]
+  if not given:
+    return
+  options = "/".join(given)
+  if args.task != "detection":
+    raise ValueError(
+      f"{options} set the grid of synthetic detection snapshots; {args.task} patches have a "
+      "fixed shape (drop the option)"
+    )
+  if args.source != "synthetic":
+    raise ValueError(
+      f"{options} apply to synthetic snapshots; {args.source} input is read on its files' own "
+      "grid, which the printed train command carries (drop the option, or regrid the files)"
+    )
+
+
+def _builder(args: argparse.Namespace, data):
+  from climjax.data import tfds_builders
+
+  if args.task == "detection":
+    return tfds_builders.detection_builder(data), "image"
+  return tfds_builders.patches_builder(data, args.task), "patch"
+
+
+def name_by_counts(args: argparse.Namespace, data, builder, counts: dict[str, int], built: bool):
+  """(data, builder) of the dataset named by the examples it holds, moving a fresh build there.
+
+  File sources take num_train/num_test as caps; a build from 26 + 6 patches
+  found is named `...-train26-test6-...`, not after the caps (20000, 4000), and
+  the train command says num_train=26, num_test=6 to find it. A dataset found
+  already built keeps its name; where one of the real counts exists already, it
+  is kept and the fresh build removed.
+  """
+  import json
+  import shutil
+
+  if data["source"] == "synthetic" or not built:
+    return data, builder
+  if (counts["train"], counts["test"]) == (data["num_train"], data["num_test"]):
+    return data, builder
+  named = data.copy_and_resolve_references()
+  named.unlock()
+  named["num_train"], named["num_test"] = counts["train"], counts["test"]
+  target, _ = _builder(args, named)
+  old, new = str(builder.data_dir), str(target.data_dir)
+  if os.path.exists(os.path.join(new, "dataset_info.json")):
+    shutil.rmtree(old)
+  else:
+    os.makedirs(os.path.dirname(new), exist_ok=True)
+    os.rename(old, new)
+    info_path = os.path.join(new, "dataset_info.json")
+    with open(info_path) as f:
+      info = json.load(f)
+    info["configName"] = target.builder_config.name
+    with open(info_path, "w") as f:
+      json.dump(info, f, indent=2)
+  try:
+    os.rmdir(os.path.dirname(old))  # the caps' config directory, now empty
+  except OSError:
+    pass
+  print(f"[climjax] named {target.builder_config.name} by the examples it holds", flush=True)
+  return named, target
+
+
 def build(args: argparse.Namespace) -> dict:
   """Builds (or finds) the dataset; returns a summary of what is there."""
   from climjax.data import tfds_builders
 
+  check_grid_options(args)
   _, data, own_fields = data_config(args)
-  if args.task == "detection":
-    builder, key = tfds_builders.detection_builder(data), "image"
-  else:
-    builder, key = tfds_builders.patches_builder(data, args.task), "patch"
+  builder, key = _builder(args, data)
   path = str(builder.data_dir)
+  built = not os.path.exists(os.path.join(path, "dataset_info.json"))
   print(f"[climjax] building {builder.name}/{builder.builder_config.name} in {path}", flush=True)
   t0 = time.time()
   sources, _ = tfds_builders.prepare(builder, key=key)
-  summary = {"path": path, "seconds": time.time() - t0, "splits": {}}
+  summary = {"seconds": time.time() - t0, "splits": {}}
   for split, source in sources.items():
     summary["splits"][split] = describe(source, args.task)
-  summary["train_command"] = train_command(args, data)
+  counts = {split: len(source) for split, source in sources.items()}
+  del sources  # memory maps of the files that may move
+  data, builder = name_by_counts(args, data, builder, counts, built)
+  summary["path"] = str(builder.data_dir)
+  counted = ("num_train", "num_test") if data["source"] != "synthetic" else ()
+  summary["train_command"] = train_command(args, data, always=counted)
   if args.task == "detection" and data["source"] != "synthetic":
     # The detector's input size is the files' grid, which its config must state.
     cfg = builder.builder_config

@@ -117,6 +117,30 @@ def test_detection_from_netcdf_with_a_variables_map(tmp_path, inputs):
   # printed command runs as is.
   assert "note: the experiment config has no" not in built.stdout
   assert "--config.data.height=96 --config.data.width=144" in built.stdout
+  # Named by what it holds, not by the caps of configs/semisup.py (640 / 128).
+  assert "-train6-test2-" in built.stdout and "-train640-" not in built.stdout.split("named")[-1]
+  assert "--config.data.num_train=6 --config.data.num_test=2" in built.stdout
+  (config_dir,) = [d for d in os.listdir(tmp_path / "extreme_weather") if "-train6-test2-" in d]
+  capped = config_dir.replace("-train6-test2-", "-train640-test160-")
+  assert not os.path.exists(tmp_path / "extreme_weather" / capped)  # moved, not copied
+  # Those counts find it again: nothing is labelled a second time.
+  again = _run(*args, "--variables_map=pmsl:PSL", "--test_fraction=0.25", "--num_train=6",
+               "--num_test=2")  # fmt: skip
+  assert again.returncode == 0, again.stderr
+  assert config_dir in again.stdout and "labelling" not in again.stdout
+  assert "[climjax] train: 6 snapshots" in again.stdout
+
+
+def test_height_and_width_are_refused_where_nothing_uses_them(tmp_path, inputs):
+  netcdf_input = (f"--input={inputs / 'renamed.nc'}", f"--data_dir={tmp_path}")
+  refused = _run("--task=detection", "--source=netcdf", *netcdf_input, "--height=768")
+  line = _one_error_line(refused)
+  assert (
+    "--height apply to synthetic snapshots; netcdf input is read on its files' own grid" in line
+  )
+  refused = _run("--task=tc", "--source=synthetic", "--width=64", f"--data_dir={tmp_path}")
+  assert "--width set the grid of synthetic detection snapshots" in _one_error_line(refused)
+  assert not os.listdir(tmp_path)  # refused before anything was written
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from climjax.data import netcdf
+from climjax.data import archives, netcdf
 from climjax.data.errors import DataError
 
 NLAT, NLON = 9, 12
@@ -35,8 +35,13 @@ def write_cam5_history(
   lon: np.ndarray = LON,
   names: tuple[str, str, str] = ("time", "lat", "lon"),
   calendar: str = "noleap",
+  units: dict[str, str] | None = None,
 ) -> None:
-  """A file laid out like a CAM5 h-file: netCDF4.Dataset, no xarray in the way."""
+  """A file laid out like a CAM5 h-file: netCDF4.Dataset, no xarray in the way.
+
+  Each field's `units` are the library's for its name (`units` overrides), as the
+  reader converts whatever the file says.
+  """
   tname, yname, xname = names
   with netCDF4.Dataset(path, "w", format="NETCDF3_64BIT_OFFSET") as nc:
     nc.Conventions = "CF-1.0"
@@ -60,7 +65,8 @@ def write_cam5_history(
     date[:] = np.full(len(days), 20000101)
     for name, values in fields.items():
       var = nc.createVariable(name, "f4", (tname, yname, xname))
-      var.units, var.long_name = "Pa", f"{name} field"
+      known = archives.LIBRARY_UNITS.get(archives.requested_name(name, {}), "1")
+      var.units, var.long_name = (units or {}).get(name, known), f"{name} field"
       var[:] = values
 
 
@@ -153,7 +159,12 @@ def test_era5_names_and_dims_map_onto_cam5(tmp_path):
   fields["my_t500"] = _values("T500", range(2))
   path = tmp_path / "era5.nc"
   write_cam5_history(
-    path, _days(0, 2), fields, names=("valid_time", "latitude", "longitude"), calendar="standard"
+    path,
+    _days(0, 2),
+    fields,
+    names=("valid_time", "latitude", "longitude"),
+    calendar="standard",
+    units={"my_t500": "K"},
   )
   ds = netcdf.open_fields(str(path), ["PSL", "tcw", "UBOT", "T500"], name_map={"my_t500": "T500"})
   assert sorted(ds.data_vars) == ["PSL", "T500", "TMQ", "UBOT"]
@@ -279,7 +290,8 @@ def test_corrupt_values_fail_at_read(tmp_path):
     nc.createVariable("lat", "f8", ("lat",))[:] = np.linspace(-80, 80, 40)
     nc.createVariable("lon", "f8", ("lon",))[:] = np.arange(60) * 6.0
     psl = nc.createVariable("PSL", "f4", netcdf.DIMS, zlib=True, chunksizes=(1, 40, 60))
-    psl[:] = np.random.default_rng(0).random((3, 40, 60))
+    psl.units = "Pa"
+    psl[:] = 100_000.0 + 1000.0 * np.random.default_rng(0).random((3, 40, 60))
   data = bytearray(path.read_bytes())
   n = len(data)
   data[n // 2 : 4 * n // 5] = b"\xff" * (4 * n // 5 - n // 2)  # the compressed chunks
@@ -335,3 +347,36 @@ def test_error_pickles_with_its_parts(tmp_path):
   assert (again.path, again.variable) == (str(tmp_path / "x.nc"), "PSL")
   assert isinstance(again, ValueError)
   assert not glob.glob(str(tmp_path / ".tmp-*"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the checker's own ioos_sos suite
+def test_write_cam5_netcdf_passes_a_cf_checker(tmp_path):
+  # IOOS compliance-checker (the `test` extra), CF-1.8 at its strictest: no errors, no warnings.
+  import json
+
+  from climjax.data import synthetic
+
+  runner = pytest.importorskip("compliance_checker.runner", reason="compliance-checker missing")
+  runner.CheckSuite.load_all_available_checkers()
+  ds, _ = synthetic.generate_fields(2, seed=0, nlat=12, nlon=24)
+  ds.attrs["Conventions"] = "CF-1.0"  # what a dataset read from a CAM5 file may say
+  ds["PRECT"].values[1, 2, 3] = np.nan  # a _FillValue in the file
+  ds["LANDFRAC"] = (netcdf.DIMS, np.zeros(ds["PSL"].shape, np.float32))
+  path = tmp_path / "cam5.nc"
+  netcdf.write_cam5_netcdf(ds, path)
+  with netCDF4.Dataset(path) as nc:
+    assert nc.Conventions == "CF-1.8" and nc.history
+    for name, axis in (("time", "T"), ("lat", "Y"), ("lon", "X")):
+      assert nc[name].axis == axis and nc[name].standard_name == {
+        "lat": "latitude",
+        "lon": "longitude",
+      }.get(name, name)
+    assert nc["PSL"].standard_name == "air_pressure_at_mean_sea_level"
+  report = tmp_path / "report.json"
+  passed, errors = runner.ComplianceChecker.run_checker(
+    str(path), ["cf:1.8"], 0, "strict", output_filename=str(report), output_format="json"
+  )
+  result = json.loads(report.read_text())["cf:1.8"]
+  messages = [m for p in result["all_priorities"] for m in p["msgs"]]
+  assert passed and not errors, messages
+  assert messages == [], messages

@@ -1,8 +1,10 @@
 """CAM5 variable catalogue, channel orders and event class ids.
 
 The single source of truth for variable names, units and the channel order of
-every task. Names are CAM5 history-file names; `ALIASES` maps names used by other
-products (ERA5, CMIP) onto them.
+every task. Names are CAM5 history-file names; `ALIASES` maps the single-level
+names of other products (ERA5, CMIP) onto them. The reader identifies
+variables with the fuller tables of `climjax.data.archives` (CF standard
+names, GRIB/NCEP names, fields on pressure levels), which include these.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ CLASS_IDS: dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}
 FRONT_CLASS_ID = 4
 CLASS_NAMES_WITH_FRONTS: tuple[str, ...] = CLASS_NAMES + ("WF",)
 
-# Other names for the same quantity in other products, mapped to CAM5 names.
+# Other names for the same quantity in other products, mapped to CAM5 names (a subset of
+# `archives.ARCHIVE_ALIASES`, which the reader uses; tests/test_archives.py checks it).
 ALIASES: dict[str, str] = {
     "msl": "PSL", "slp": "PSL", "psl": "PSL",
     "sp": "PS", "ps": "PS",
