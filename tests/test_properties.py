@@ -13,11 +13,11 @@ import h5py
 import netCDF4
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from climjax.data import archives, netcdf
 from climjax.data import extremeweather as ew
-from climjax.data import netcdf
 from climjax.data.errors import DataError
 from climjax.data.variables import CAM5_VARIABLES, CLASS_NAMES, CLASS_NAMES_WITH_FRONTS
 from climjax.evaluation import detection as det
@@ -34,8 +34,6 @@ FAST = settings(
   suppress_health_check=[HealthCheck.too_slow],
 )
 FILES = settings(FAST, max_examples=40)  # examples that write and read files
-# Known failures (xfail): stop at the first failing example, no shrinking.
-KNOWN_BUG = settings(FILES, max_examples=5, phases=[Phase.generate])
 
 NUM_CLASSES = len(CLASS_NAMES)
 
@@ -649,9 +647,11 @@ def netcdf_dataset(draw):
   dlon = 360.0 / nx if draw(st.booleans()) else draw(st.floats(1.0, 300.0 / nx))
   lons = draw(st.sampled_from([0.0, -180.0, 10.0])) + dlon * np.arange(nx)
   rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+  # Values in each variable's plausible range, in the units the file states (the reader
+  # converts stated units and refuses absurd values).
   fields = {
-    name: rng.normal(loc=1000.0 * i, scale=10.0, size=(nt, ny, nx)).astype(np.float32)
-    for i, name in enumerate(names)
+    name: rng.uniform(*archives.PLAUSIBLE[name], size=(nt, ny, nx)).astype(np.float32)
+    for name in names
   }
   return fields, DAY0 + 0.25 * np.arange(nt), lats, lons
 
@@ -669,7 +669,7 @@ def _write_nc(path, fields, days, lats, lons) -> None:
     nc.createVariable("lon", "f8", ("lon",))[:] = lons
     for name, values in fields.items():
       var = nc.createVariable(name, "f4", ("time", "lat", "lon"))
-      var.units = "1"
+      var.units = archives.LIBRARY_UNITS[name]
       var[:] = values
 
 
@@ -744,13 +744,7 @@ def test_netcdf_non_finite_coordinates_are_refused(dataset, coordinate, bad, whe
     _assert_names(e, path, coordinate)
 
 
-@pytest.mark.xfail(
-  reason="open_fields decodes a NaN or Inf first time value as 0001-01-01 instead of refusing "
-  "it (later ones fail the increasing check); _decode_time in climjax/data/netcdf.py lacks an "
-  "isfinite check, not changed here",
-  strict=False,
-)
-@KNOWN_BUG
+@FILES
 @given(dataset=netcdf_dataset(), bad=st.sampled_from([np.nan, np.inf, -np.inf]))
 def test_netcdf_non_finite_first_time_is_refused(dataset, bad):
   fields, days, lats, lons = dataset
@@ -794,12 +788,7 @@ def test_netcdf_all_nan_time_step_is_refused_partial_nan_is_missing(dataset, dat
     _assert_names(e, path, name)
 
 
-@pytest.mark.xfail(
-  reason="open_fields does not refuse +-Inf in fields (only all-NaN time steps); "
-  "climjax/data/netcdf.py, not changed here",
-  strict=False,
-)
-@KNOWN_BUG
+@FILES
 @given(dataset=netcdf_dataset(), data=st.data())
 def test_netcdf_infinite_field_values_are_refused(dataset, data):
   fields, days, lats, lons = dataset
