@@ -37,9 +37,9 @@ class StopRequest:
     try:
       yield self
     finally:
-      self.release()
+      self.release(redeliver=False)  # an Interrupted on its way out has acted on it
 
-  def release(self) -> None:
+  def release(self, *, redeliver: bool = True) -> None:
     """Gives SIGTERM back its previous meaning (training is over, its checkpoint is on disk).
 
     A SIGTERM that arrived too late to act on is delivered again, now that nothing
@@ -49,5 +49,5 @@ class StopRequest:
     if previous is None:
       return
     signal.signal(signal.SIGTERM, previous)
-    if self.requested:
+    if redeliver and self.requested:
       signal.raise_signal(signal.SIGTERM)
