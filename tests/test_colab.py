@@ -68,6 +68,7 @@ def test_every_notebook_is_listed_and_committed_without_outputs():
     assert "CLIMJAX_NOTEBOOK_FAST" in params.source and "FIGURES_DIR" in params.source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_name)
 def test_notebook_runs_and_draws_its_figures(path, tmp_path, monkeypatch):
   from nbclient import NotebookClient

@@ -122,6 +122,7 @@ def uninterrupted(data_dir, tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_rerun_ends_bit_identical(data_dir, uninterrupted, tmp_path):
   workdir = str(tmp_path / "run")
   process = _start(_single(workdir, data_dir))
@@ -140,6 +141,7 @@ def test_sigterm_checkpoints_and_the_rerun_ends_bit_identical(data_dir, uninterr
   _assert_same_params(_params(workdir), _params(uninterrupted))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_and_mid_write_resume_from_the_last_complete_checkpoint(
   data_dir, uninterrupted, tmp_path
 ):
@@ -160,6 +162,7 @@ def test_sigkill_mid_run_and_mid_write_resume_from_the_last_complete_checkpoint(
   _assert_same_params(_params(workdir), _params(uninterrupted))
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_sync_sigterm_checkpoints_once_and_resumes_bit_identical(data_dir, tmp_path):
   slow = ("--config.parallel.strategy=sync", "--config.parallel.straggler_rank=1",
