@@ -62,7 +62,14 @@ def _is_rank0() -> bool:
 
 def _fail(message: str, status: int = 2) -> None:
   # Under MPI every rank checks the same config and fails the same way: rank 0 says so once.
-  if _is_rank0():
+  # Every rank also leaves its line for launch/mpirun.sh, which shows another rank's
+  # when rank 0 had none (an error of that rank alone).
+  rank = _mpi_env(("PMI_RANK", "OMPI_COMM_WORLD_RANK"), "0")
+  if os.environ.get("CLIMJAX_RANKS_DIR"):
+    with contextlib.suppress(OSError):
+      with open(os.path.join(os.environ["CLIMJAX_RANKS_DIR"], f"error-{rank}"), "w") as f:
+        f.write(message)
+  if rank == "0":
     print(f"climjax: error: {message}", file=sys.stderr, flush=True)
   sys.exit(status)
 

@@ -77,6 +77,14 @@ status=${PIPESTATUS[0]}
 set -e
 grep -a -E "Exit codes:|^= +PID [0-9]+ RUNNING AT" "$out" > "$codes" || true
 # "[mpiexec@host] Exit codes: [host] 0,9": per host, the codes of its ranks in rank order.
+# An error only another rank met (rank 0 printed none): show that rank's line.
+if [ "$status" -ne 0 ] && [ ! -e "$CLIMJAX_RANKS_DIR/error-0" ]; then
+  for f in "$CLIMJAX_RANKS_DIR"/error-*; do
+    [ -e "$f" ] || continue
+    echo "climjax: error: (rank ${f##*/error-}) $(cat "$f")" >&2
+    break
+  done
+fi
 # Hydra names the first process that failed by its pid ("PID 123 RUNNING AT host"),
 # and lists every rank's exit code per host ("Exit codes: [host] 0,9").
 if [ "$status" -ne 0 ] && [ "$status" -ne 2 ] && [ -s "$codes" ]; then
