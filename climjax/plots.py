@@ -90,14 +90,25 @@ def plot_curves(
     steps, values = series[key]
     finite = np.isfinite(values)
     ax.plot(steps, values, lw=1.2, marker="." if len(steps) < 30 else None)
-    positive = values[finite]
-    if positive.size and positive.min() > 0 and positive.max() / positive.min() > 100:
-      ax.set_yscale("log")
-    ax.set_title(key, fontsize=9)
-    ax.set_xlabel(x_key, fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
-  for ax in list(axes.flat)[len(keys) :]:
+    _style_panel(ax, values[finite], key, x_key)
+  return _finish_panels(fig, axes, len(keys), title, out_png)
+
+
+def _style_panel(ax, values: np.ndarray, title: str, xlabel: str, ylabel: str = "") -> None:
+  """Title, labels and grid of one curve panel; a log axis when the finite positive
+  `values` span more than two decades."""
+  if values.size and values.min() > 0 and values.max() / values.min() > 100:
+    ax.set_yscale("log")
+  ax.set_title(title, fontsize=9)
+  ax.set_xlabel(xlabel, fontsize=8)
+  if ylabel:
+    ax.set_ylabel(ylabel, fontsize=8)
+  ax.tick_params(labelsize=7)
+  ax.grid(alpha=0.3)
+
+
+def _finish_panels(fig, axes, used: int, title: str | None, out_png: PathLike) -> str:
+  for ax in list(axes.flat)[used:]:
     ax.set_visible(False)
   if title:
     fig.suptitle(title, fontsize=10)
@@ -150,22 +161,10 @@ def plot_training_curves(
         ax.annotate(f"{values[-1]:.3f}", (steps[-1], values[-1]), fontsize=7,
                     xytext=(-4, 4), textcoords="offset points", ha="right")  # fmt: skip
     values = np.concatenate([series[k][1] for k in keys])
-    values = values[np.isfinite(values)]
-    if values.size and values.min() > 0 and values.max() / values.min() > 100:
-      ax.set_yscale("log")
-    ax.set_title(name, fontsize=9)
-    ax.set_xlabel("step", fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
+    _style_panel(ax, values[np.isfinite(values)], name, "step", ylabel)
     if len(keys) > 1:
       ax.legend(fontsize=7)
-  for ax in list(axes.flat)[len(panels) :]:
-    ax.set_visible(False)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  return _save(fig, out_png)
+  return _finish_panels(fig, axes, len(panels), title, out_png)
 
 
 def _varies(values: np.ndarray) -> bool:
