@@ -75,6 +75,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # only the reconstruction (configs/semisup_labels.py sweeps it).
       "labelled_fraction": 1.0,
       "seed": 0,
+      # Synthetic: a directory to keep generated fields in and reuse (studies of
+      # many runs on the same fields, configs/semisup_labels.py); "" generates each run.
+      "synthetic_cache": "",
       # Synthetic event climate (climjax.data.synthetic.event_knobs): how many
       # events of each kind are born and how strong they are, times the default.
       "tc_rate": 1.0,

@@ -8,7 +8,10 @@ Each point is one `launch/main.py` run in its own process, in
 `summary.json` exists is not run again, and an interrupted point resumes from
 its last checkpoint, so rerunning the same command finishes the grid. At the
 end (and after every point) `<workdir>/grid.md` and `grid.csv` list each point's
-overrides and the chosen `summary.json` metrics.
+overrides and the chosen `summary.json` metrics. A config that repeats its
+points over seeds also has `get_study()`: then `study.md`, `study.csv` and
+`study.png` give mean +- std over the seeds and paired comparisons
+(climjax.evaluation.seeded_grid).
 
 This is for grids that are experiments (configs/semisup_labels.py: labelled
 fraction x reconstruction weight). Hyper-parameter *searches* of the
@@ -89,6 +92,24 @@ def write_tables(workdir: str, points: list[dict], metrics: list[str], *, config
     f.write("\n".join(lines) + "\n")
 
 
+def study_rows(workdir: str, points: list[dict]) -> list[dict]:
+  """Each point's dotted overrides merged with its summary.json (empty where unfinished)."""
+  return [{**point, **(read_summary(os.path.join(workdir, point["name"])) or {})}
+          for point in points]  # fmt: skip
+
+
+def write_study(module, arg, workdir: str, points: list[dict], *, config_file: str) -> None:
+  """A config with `get_study()` (seeds repeated per point): study.md / .csv / .png."""
+  from climjax.evaluation import seeded_grid  # noqa: PLC0415  (numpy, scipy, matplotlib)
+
+  study = module.get_study(arg)
+  paths = seeded_grid.write_study(
+    workdir, study_rows(workdir, points), **study,
+    title=f"python launch/grid.py --config={config_file}",
+  )  # fmt: skip
+  print(f"[grid] study: {paths['md']}, {paths['png']}", flush=True)
+
+
 def run_grid(config_file: str, workdir: str, metrics: list[str], *, only: list[str] | None = None) -> int:
   module, arg = load_config_module(config_file, required=("get_config", "get_sweep"))
   points = module.get_sweep(arg)
@@ -117,6 +138,8 @@ def run_grid(config_file: str, workdir: str, metrics: list[str], *, only: list[s
       shown = ", ".join(f"{m} {_cell(summary.get(m))}" for m in metrics)
       print(f"[grid] {name}: {shown} ({time.time() - start:.0f} s)", flush=True)
     write_tables(workdir, points, metrics, config_file=config_file)
+    if hasattr(module, "get_study"):
+      write_study(module, arg, workdir, points, config_file=config_file)
   write_tables(workdir, points, metrics, config_file=config_file)
   print(f"[grid] table: {os.path.join(workdir, 'grid.md')}", flush=True)
   return failures

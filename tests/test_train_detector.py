@@ -123,17 +123,16 @@ def test_paper_config_network():
 
 def test_label_sweep():
   sweep = semisup_labels.get_sweep()
-  assert len(sweep) == 6
-  assert {(s["data.labelled_fraction"], s["loss.reconstruction_weight"]) for s in sweep} == {
-    (f, w) for f in (1.0, 0.25, 0.1) for w in (10.0, 0.0)
-  }
+  assert len(sweep) == 36
   for point in sweep:
     config = semisup_labels.get_config("tiny")
     for key, value in point.items():
       if key != "name":
-        section, field = key.split(".")
-        config[section][field] = value
+        config.update_from_flattened_dict({key: value})
     train.validate_config(config)
+    assert config.seed == point["seed"]
+  study = semisup_labels.get_config()  # the study's budget, its fields generated once
+  assert study.train.steps == semisup_labels.STUDY_STEPS and study.data.synthetic_cache
 
 
 @pytest.mark.parametrize("temporal, images_per_window", [("pool", 1), ("keep", 2)])
