@@ -410,3 +410,89 @@ def plot_reconstruction(
   fig.suptitle(f"{time}: {heading}" if time else heading, fontsize=9)
   fig.tight_layout()
   return _save(fig, out_png)
+
+
+def plot_embedding_map(
+  xy: np.ndarray,
+  labels: np.ndarray,
+  out_png: PathLike,
+  *,
+  withheld: int,
+  title: str = "",
+  class_names: Sequence[str] = CLASS_NAMES,
+) -> str:
+  """A 2-D map of cell embeddings (t-SNE), a colour per true class, the withheld one on top.
+
+  `labels`: the class of each point, -1 for background cells.
+  """
+  xy, labels = np.asarray(xy, dtype=np.float64), np.asarray(labels)
+  fig, ax = plt.subplots(figsize=(6.4, 5.4))
+  palette = {-1: "0.75", 0: "#1f77b4", 1: "#d62728", 2: "#2ca02c", 3: "#9467bd"}
+  order = [c for c in sorted(set(labels.tolist())) if c != withheld] + [withheld]
+  for c in order:
+    pick = labels == c
+    if not pick.any():
+      continue
+    name = "background" if c < 0 else class_names[c]
+    is_withheld = c == withheld
+    ax.scatter(
+      xy[pick, 0], xy[pick, 1], s=14 if is_withheld else 5,
+      c=palette.get(int(c), "k"), edgecolors="k" if is_withheld else "none",
+      linewidths=0.4, alpha=1.0 if is_withheld else 0.6, zorder=3 if is_withheld else 2,
+      label=f"{name} (withheld: no labels in training)" if is_withheld else name,
+    )  # fmt: skip
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_xlabel("t-SNE 1")
+  ax.set_ylabel("t-SNE 2")
+  ax.legend(fontsize=7, markerscale=2, loc="best")
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  return _save(fig, out_png)
+
+
+def plot_discovered_cells(
+  fields: Sequence[np.ndarray],
+  cells: Sequence[np.ndarray],
+  truth: Sequence[np.ndarray],
+  out_png: PathLike,
+  *,
+  lats: np.ndarray,
+  lons: np.ndarray,
+  withheld_name: str,
+  field_name: str = "",
+  units: str = "",
+  times: Sequence[str] = (),
+  title: str = "",
+) -> str:
+  """Held-out fields, a row each: the truth (cells of the withheld class) beside the
+  cells the discovered cluster holds, both over the field with coastlines.
+
+  `cells`, `truth`: (gh, gw) booleans on the detector's grid of cells.
+  """
+  rows = len(fields)
+  aspect = len(lons) / max(len(lats), 1)
+  fig, axes = plt.subplots(rows, 2, figsize=(2 * (2.6 * aspect + 0.6), 2.7 * rows), squeeze=False)
+  lat_edges, lon_edges = _edges(lats), _edges(lons)
+  extent = (lon_edges[0], lon_edges[-1], lat_edges[0], lat_edges[-1])
+  for r in range(rows):
+    field = np.asarray(fields[r], dtype=np.float32)
+    vmin, vmax = np.percentile(field, [1, 99])
+    for col, (mask, what) in enumerate(((truth[r], f"true {withheld_name} cells"),
+                                        (cells[r], "cells of the discovered cluster"))):  # fmt: skip
+      ax = axes[r, col]
+      mesh = _image(ax, field, lats, lons, cmap="Greys_r", vmin=vmin, vmax=vmax)
+      overlay = np.ma.masked_where(~np.asarray(mask, bool), np.ones(np.shape(mask)))
+      ax.imshow(overlay, origin="lower", extent=extent, aspect="auto", cmap="autumn",
+                alpha=0.55, interpolation="nearest", vmin=0, vmax=1)  # fmt: skip
+      _coastlines(ax, lats, lons)
+      when = f", {times[r]}" if r < len(times) else ""
+      ax.set_title(f"{what}{when}", fontsize=8)
+      ax.set_xlabel("longitude (°E)", fontsize=7)
+      ax.set_ylabel("latitude (°N)", fontsize=7)
+      ax.tick_params(labelsize=6)
+    fig.colorbar(mesh, ax=axes[r].tolist(), fraction=0.02, pad=0.01,
+                 label=f"{field_name} ({units})" if units else field_name)  # fmt: skip
+  if title:
+    fig.suptitle(title, fontsize=9)
+  return _save(fig, out_png)

@@ -74,6 +74,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Fraction of training fields whose boxes the loss sees; the rest train
       # only the reconstruction (configs/semisup_labels.py sweeps it).
       "labelled_fraction": 1.0,
+      # Classes whose training boxes are removed ("TC", "TD,AR"): to the loss they are
+      # background, their events still in the fields (configs/discovery.py).
+      "withheld_classes": "",
       "seed": 0,
       # Synthetic: a directory to keep generated fields in and reuse (studies of
       # many runs on the same fields, configs/semisup_labels.py); "" generates each run.

@@ -165,6 +165,9 @@ class Detector(nn.Module):
       "objectness": head(2, "objectness"),
       "classes": head(self.num_classes, "classes"),
       "boxes": head(4, "boxes"),
+      # What the heads see of each cell: the encoder's code, (B, [T,] gh, gw, features[-1])
+      # (launch/discover.py clusters it; unused outputs cost nothing under jit).
+      "embedding": grid.reshape((*lead, *grid.shape[1:])),
     }
 
     # Decoder: the encoder mirrored, ending linear in the input's channels.

@@ -63,6 +63,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("data.height", "data.width"):
     validate.positive_int(config, field)
   validate.positive_int(config, "train.eval_batch_size")
+  withheld_classes(config)  # names it cannot resolve are a ConfigError
   fraction = config.data.labelled_fraction
   if not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
     raise validate.ConfigError(f"data.labelled_fraction must be in [0, 1], got {fraction!r}")
@@ -87,6 +88,27 @@ def _load(config):
   return load_split(config.data, "train", **kwargs), load_split(config.data, "test", **kwargs)
 
 
+def withheld_classes(config) -> list[int]:
+  """The class ids of `data.withheld_classes` ("TC" or "TD,AR"; "" = none)."""
+  text = config.data.get("withheld_classes", "") or ""
+  names = [n.strip() for n in text.split(",") if n.strip()]
+  known = CLASS_NAMES[: config.model.num_classes]
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise validate.ConfigError(
+      f"data.withheld_classes: unknown class {unknown[0]!r}; the classes are {', '.join(known)}"
+    )
+  return [known.index(n) for n in names]
+
+
+def withhold(split: dict, class_ids: list[int]) -> dict:
+  """The split with every box of those classes removed: to the loss they are background."""
+  if not class_ids:
+    return split
+  keep = ~np.isin(split["box_classes"], class_ids)
+  return {**split, "box_mask": np.where(keep, split["box_mask"], 0.0).astype(np.float32)}
+
+
 def load_data(config, topology, log) -> TaskData:
   """Both splits in memory on every rank (file sources: the chief builds the dataset first)."""
   if config.data.source == "synthetic":
@@ -102,6 +124,14 @@ def load_data(config, topology, log) -> TaskData:
     topology.barrier()
     if not topology.is_chief:
       train, test = _load(config)
+  withheld = withheld_classes(config)
+  if withheld:  # configs/discovery.py: can the encoder separate a class it was never told about?
+    before = int(train["box_mask"].sum())
+    train = withhold(train, withheld)
+    log(
+      f"[climjax] withheld {config.data.withheld_classes}: {before - int(train['box_mask'].sum())}"
+      " training boxes removed (their events stay in the fields, unlabelled)"
+    )
   stats = fields.channel_stats(train["fields"])
   log(
     f"[climjax] {int(train['labelled'].sum())} of {len(train['labelled'])} training fields "
@@ -340,6 +370,7 @@ def evaluate_and_write(config, workdir, eval_fn, params, data: TaskData, topolog
   )
   summary = {
     "labelled_fraction": float(config.data.labelled_fraction),
+    "withheld_classes": [CLASS_NAMES[c] for c in withheld_classes(config)],
     "reconstruction_weight": float(config.loss.reconstruction_weight),
     "reconstruction_mse": results["reconstruction_mse"],
     "num_test_fields": len(test["labelled"]),
