@@ -155,6 +155,7 @@ def plot_time_split(rows, out_png) -> str:
       ax.text(0.5, 0.5, "no time split in these runs' summary.json", transform=ax.transAxes,
               ha="center", fontsize=8, color="0.5")  # fmt: skip
     ax.set_xticks(np.arange(len(here)), labels, rotation=60, ha="right", fontsize=6)
+    ax.set_xlabel("sweep point (strategy, ranks)", fontsize=8)
     ax.set_title(f"{model}: time per step", fontsize=10)
     ax.set_ylabel("ms per step (worker mean)", fontsize=8)
     ax.tick_params(axis="y", labelsize=7)

@@ -6,6 +6,9 @@ matmul-based CPU kernels ("fast", see `climjax/ops/`). Parameters have the same
 names, shapes and initialisers as `flax.linen.Conv` and
 `flax.linen.ConvTranspose` (kernel HWIO, bias), so a checkpoint does not depend
 on the implementation.
+
+"fast" is a CPU choice: on another backend (a GPU) the layers use XLA's own
+kernels, so every config runs there unchanged (`effective_impl`).
 """
 
 from __future__ import annotations
@@ -27,12 +30,19 @@ def check_impl(impl: str) -> None:
     raise ValueError(f"model.conv_impl must be one of {IMPLS}, got {impl!r}")
 
 
+def effective_impl(impl: str) -> str:
+  """`impl` checked, and "fast" read as "xla" where JAX's default backend is not the CPU:
+  the native kernels are registered for the CPU only, and the matrix-product
+  formulations were measured against XLA's CPU convolutions, not cuDNN's."""
+  check_impl(impl)
+  return impl if jax.default_backend() == "cpu" else "xla"
+
+
 def conv2d(
   x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int], padding: str, impl: str
 ) -> jnp.ndarray:
   """NHWC x HWIO -> NHWC convolution by the chosen implementation."""
-  check_impl(impl)
-  if impl == "xla":
+  if effective_impl(impl) == "xla":
     return jax.lax.conv_general_dilated(x, kernel, tuple(strides), padding, dimension_numbers=_DN)
   return ops.conv2d(x, kernel, tuple(strides), padding)
 
@@ -42,8 +52,7 @@ def conv_transpose2d(
 ) -> jnp.ndarray:
   """NHWC x HWIO -> NHWC transposed convolution, as `flax.linen.ConvTranspose` computes it
   (`lax.conv_transpose`, kernel not flipped, I = input channels)."""
-  check_impl(impl)
-  if impl == "xla":
+  if effective_impl(impl) == "xla":
     return jax.lax.conv_transpose(x, kernel, tuple(strides), padding, dimension_numbers=_DN)
   return ops.conv_transpose2d(x, kernel, tuple(strides), padding)
 
@@ -68,7 +77,7 @@ class Conv(nn.Module):
     return conv2d(x, kernel, self.strides, self.padding, self.impl)
 
   def _apply_pooled(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
-    if self.impl == "fast":
+    if effective_impl(self.impl) == "fast":
       return ops.conv2d_max_pool(x, kernel, self.strides, self.padding, self.pool)
     return max_pool(self._apply(x, kernel), self.pool, self.impl)
 
@@ -100,8 +109,7 @@ class ConvTranspose(Conv):
 
 def max_pool(x: jnp.ndarray, window: Sequence[int], impl: str = "xla") -> jnp.ndarray:
   """Non-overlapping max pooling (stride = window), 'VALID' padding."""
-  check_impl(impl)
   window = tuple(window)
-  if impl == "xla":
+  if effective_impl(impl) == "xla":
     return nn.max_pool(x, window, strides=window, padding="VALID")
   return ops.max_pool2d(x, window)
