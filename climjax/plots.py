@@ -488,11 +488,14 @@ def plot_discovered_cells(
       _coastlines(ax, lats, lons)
       when = f", {times[r]}" if r < len(times) else ""
       ax.set_title(f"{what}{when}", fontsize=8)
-      ax.set_xlabel("longitude (°E)", fontsize=7)
-      ax.set_ylabel("latitude (°N)", fontsize=7)
+      if r == rows - 1:
+        ax.set_xlabel("longitude (°E)", fontsize=7)
+      if col == 0:
+        ax.set_ylabel("latitude (°N)", fontsize=7)
       ax.tick_params(labelsize=6)
     fig.colorbar(mesh, ax=axes[r].tolist(), fraction=0.02, pad=0.01,
                  label=f"{field_name} ({units})" if units else field_name)  # fmt: skip
+  fig.subplots_adjust(hspace=0.3)
   if title:
     fig.suptitle(title, fontsize=9)
   return _save(fig, out_png)

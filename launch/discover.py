@@ -219,7 +219,8 @@ def table_rows(results: list[dict]) -> list[dict]:
       per_seed = result["per_seed"][name]
       row = {"withheld": result["class"], "representation": name, "seeds": len(per_seed)}
       keys = ["kmeans_purity", "kmeans_recall", "hdbscan_purity", "hdbscan_recall",
-              *(f"probe@{n}" for n in result["shots"]), "detector_ap@0.5"]  # fmt: skip
+              "hdbscan_num_clusters", *(f"probe@{n}" for n in result["shots"]),
+              "detector_ap@0.5"]  # fmt: skip
       for key in keys:
         row[key] = _mean_std(s.get(key) for s in per_seed)
       rows.append(row)
@@ -245,16 +246,24 @@ def write_tables(workdir: str, results: list[dict], *, config_file: str) -> str:
     "detector's own AP for the withheld class.",
     "",
     "| withheld | representation | k-means purity | k-means recall | HDBSCAN purity | "
-    "HDBSCAN recall | " + " | ".join(f"probe, {n} shots" for n in shots) + " | detector AP@0.5 |",
-    "|---|---|---|---|---|---|" + "---|" * len(shots) + "---|",
+    "HDBSCAN recall | HDBSCAN clusters | "
+    + " | ".join(f"probe, {n} shots" for n in shots)
+    + " | detector AP@0.5 |",
+    "|---|---|---|---|---|---|---|" + "---|" * len(shots) + "---|",
   ]
   for r in rows:
     cells = [r["kmeans_purity"], r["kmeans_recall"], r["hdbscan_purity"], r["hdbscan_recall"],
-             *(r[f"probe@{n}"] for n in shots), r["detector_ap@0.5"]]  # fmt: skip
+             r["hdbscan_num_clusters"], *(r[f"probe@{n}"] for n in shots),
+             r["detector_ap@0.5"]]  # fmt: skip
     lines.append(f"| {r['withheld']} | {r['representation']} | "
                  + " | ".join(_pm(c) for c in cells) + " |")  # fmt: skip
   for result in results:
-    lines.append(f"\nCells measured with {result['class']} withheld: {result['cells']}.")
+    cells, name = result["cells"], result["class"]
+    share = cells.get(name, 0) / max(sum(cells.values()), 1)
+    lines.append(
+      f"\nCells measured with {name} withheld: {cells}; {name} is {share:.3f} of them "
+      "(the purity of a cluster drawn at random)."
+    )
   path = os.path.join(workdir, "discovery.md")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -8,6 +8,7 @@ Configs (the argument after the colon picks the size: none = the embedded demo,
   configs/tc.py, ar.py, wf.py   TC / AR / weather-front patch classifiers (Liu et al. 2016)
   configs/semisup.py            the semi-supervised detector, all classes (Racah et al. 2017)
   configs/semisup_labels.py     its labelled-fraction x reconstruction-loss grid (launch/grid.py)
+  configs/discovery.py          one class's labels withheld, its encoder probed (launch/discover.py)
 
 Fields that scripts rely on: train.steps, train.batch_size (global), train.checkpoint_every,
 train.eval_every, data.source (synthetic | netcdf | extremeweather), data.input,
