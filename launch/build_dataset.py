@@ -26,7 +26,10 @@ of the snapshots (the last ones) held out for testing; the dataset is named by
 the examples it holds (`...-train26-test6-...` where 26 + 6 were found) and
 the printed train command gives those counts. --height/--width apply to
 synthetic detection snapshots only: netCDF and ExtremeWeather input keeps its
-grid, and the options are refused there.
+grid, and the options are refused there. A NaN or Inf in a field of netCDF or
+ExtremeWeather input is refused; --nonfinite=mask fills each with the
+snapshot's mean of that field instead, counts them in the log and in the
+dataset's metadata, and ends the dataset's name with `-nonfinite_masked`.
 
 netCDF files from public archives (ERA5, NCEP GFS / GRIB converted to netCDF,
 CMIP, CAM5) are read without --variables_map: variables are found by CF
@@ -86,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument(
     "--test_fraction", type=float, default=None, help="share of snapshots held out"
   )
+  parser.add_argument(
+    "--nonfinite", default=None, choices=("refuse", "mask"),
+    help="file sources: refuse a NaN or Inf in a field (default), or mask it (filled, counted)",
+  )  # fmt: skip
   parser.add_argument("--num_train", type=int, default=None, help="examples (synthetic) or cap")
   parser.add_argument("--num_test", type=int, default=None, help="examples (synthetic) or cap")
   parser.add_argument("--seed", type=int, default=None)
@@ -112,6 +119,7 @@ def data_config(args: argparse.Namespace):
     "variables_map": args.variables_map,
     "box_order": args.box_order,
     "test_fraction": args.test_fraction,
+    "nonfinite": args.nonfinite,
     "num_train": args.num_train,
     "num_test": args.num_test,
     "seed": args.seed,
@@ -141,7 +149,8 @@ def train_command(args: argparse.Namespace, data, always: tuple[str, ...] = ()) 
     config += f":{args.config_arg}"
   parts = ["python", "launch/main.py", f"--config={config}"]
   for key in ("source", "input", "data_dir", "num_train", "num_test", "seed", "variables_map",
-              "box_order", "test_fraction", "height", "width", "max_boxes", *EVENT_KNOBS):  # fmt: skip
+              "box_order", "test_fraction", "nonfinite", "height", "width", "max_boxes",
+              *EVENT_KNOBS):  # fmt: skip
     if key in data and (key in always or getattr(args, key, None) not in (None, "")):
       value = data[key]
       if key in ("input", "data_dir"):  # the dataset is named after the absolute input path
@@ -260,7 +269,7 @@ def build(args: argparse.Namespace) -> dict:
     )
   summary["missing_fields"] = [
     k
-    for k in ("variables_map", "box_order", "test_fraction", *EVENT_KNOBS)
+    for k in ("variables_map", "box_order", "test_fraction", "nonfinite", *EVENT_KNOBS)
     if getattr(args, k) not in (None, "") and k not in own_fields
   ]
   return summary

@@ -18,12 +18,14 @@ LON = np.arange(NLON) * 30.0  # 0..330
 
 
 def _values(name: str, times: np.ndarray, nlat: int = NLAT, nlon: int = NLON) -> np.ndarray:
-  """Distinct values per variable, time step, row and column (so any mix-up shows)."""
+  """Distinct values per variable, time step, row and column (so any mix-up shows), each
+  within the variable's plausible range (the reader checks every step it reads)."""
   base = {"PSL": 100_000.0, "TMQ": 10.0, "UBOT": -5.0, "T500": 250.0}.get(name, 0.0)
+  scale = 10.0 if name == "PSL" else 0.01
   t = np.asarray(times, np.float64)[:, None, None]
   y = np.arange(nlat)[None, :, None]
   x = np.arange(nlon)[None, None, :]
-  return (base + 1000 * t + 10 * y + 0.1 * x).astype(np.float32)
+  return (base + scale * (100 * t + 10 * y + 0.1 * x)).astype(np.float32)
 
 
 def write_cam5_history(

@@ -361,18 +361,23 @@ def conversion(
   return scale, offset, "as in the file" if (scale, offset) == (1.0, 0.0) else f"from {raw}"
 
 
-def check_plausible(path: str, target: str, values: np.ndarray, units_note: str, where: str):
-  """Refuses a field whose first step lies outside `PLAUSIBLE` (a units problem, most likely)."""
+def check_plausible(
+  path: str, target: str, values: np.ndarray, units_note: str, where: str, *, at: str = ""
+):
+  """Refuses values outside `PLAUSIBLE` (a units problem, most likely); `at` says where they are."""
   bounds = PLAUSIBLE.get(target)
+  if bounds is None:
+    return
   finite = values[np.isfinite(values)]
-  if bounds is None or finite.size == 0:
+  if finite.size == 0:
     return
   lo, hi = float(finite.min()), float(finite.max())
   if lo < bounds[0] or hi > bounds[1]:
     raise DataError(
       path,
-      f"values {lo:.4g} to {hi:.4g} {LIBRARY_UNITS[target]} ({units_note}) are outside the "
-      f"plausible {bounds[0]:g} to {bounds[1]:g}: set or correct the variable's units attribute",
+      f"values {lo:.4g} to {hi:.4g} {LIBRARY_UNITS[target]}{f' at {at}' if at else ''} "
+      f"({units_note}) are outside the plausible {bounds[0]:g} to {bounds[1]:g}: set or "
+      "correct the variable's units attribute",
       where,
     )
 

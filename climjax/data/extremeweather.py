@@ -16,7 +16,9 @@ away from the wide edge) the reader refuses to guess and asks for
 `box_order`; swapping the axes silently would corrupt every label.
 
 Images are checked as they are read: the layout has no missing values, so a
-NaN or Inf in a channel read is a `DataError` naming the image and channel.
+NaN or Inf in a channel read is a `DataError` naming the image and channel
+(`check_finite=False` hands them back as they are, for a caller that fills
+and counts them: the tfds builders' `data.nonfinite="mask"`).
 """
 
 from __future__ import annotations
@@ -76,8 +78,10 @@ class ExtremeWeatherFile:
     *,
     box_order: str | None = None,
     channels: Sequence[str] | None = None,
+    check_finite: bool = True,
   ):
     self.path = os.fspath(path)
+    self.check_finite = check_finite
     if box_order is not None and box_order not in BOX_ORDERS:
       raise ValueError(f"box_order must be one of {BOX_ORDERS} or None, got {box_order!r}")
     self.channels = tuple(channels) if channels is not None else EXTREMEWEATHER_CHANNELS
@@ -212,8 +216,8 @@ class ExtremeWeatherFile:
       raise DataError(self.path, f"cannot read ({type(e).__name__}: {e})", "images") from e
     if not every_channel:
       block = block[:, [channels.index(c) for c in self._channel_index]]
-    finite = np.isfinite(block)
-    if not finite.all():  # the format has no missing values: a NaN or Inf is a broken file
+    finite = np.isfinite(block) if self.check_finite else True
+    if not np.all(finite):  # the format has no missing values: a NaN or Inf is a broken file
       n, c = (int(k) for k in np.argwhere(~finite)[0][:2])
       raise DataError(
         self.path,

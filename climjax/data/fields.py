@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 
@@ -160,9 +161,24 @@ def _synthetic_snapshots(data_config, split: str, steps: int) -> dict:
   }
 
 
-def _parse_times(raw) -> np.ndarray:
-  """ISO dates (bytes or str) as datetime64, or snapshot numbers where a file has none."""
+# CF calendars whose dates are numpy's datetime64 (proleptic Gregorian, close enough to
+# "standard" after 1582); other calendars' dates are cftime's (360_day has 30 February).
+_DATETIME64_CALENDARS = ("standard", "gregorian", "proleptic_gregorian")
+_ISO = re.compile(r"(-?\d+)-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d))?)?")
+
+
+def _parse_times(raw, calendar: str = "standard") -> np.ndarray:
+  """ISO dates (bytes or str) as datetime64, or as cftime dates on a calendar numpy lacks;
+  snapshot numbers where the input has no dates (ExtremeWeather's 'climo_1979.h5[3]')."""
   strings = [t.decode() if isinstance(t, bytes) else str(t) for t in raw]
+  if calendar not in _DATETIME64_CALENDARS:
+    import cftime  # noqa: PLC0415  (file sources only)
+
+    matches = [_ISO.fullmatch(t) for t in strings]
+    if all(matches):
+      return np.array(
+        [cftime.datetime(*(int(g or 0) for g in m.groups()), calendar=calendar) for m in matches]
+      )
   try:
     return np.array([np.datetime64(t) for t in strings])
   except ValueError:
@@ -193,6 +209,14 @@ def _file_snapshots(data_config, split: str) -> dict:
       f"--config.data.height={grid[0]} --config.data.width={grid[1]}"
     )
   sources, _ = tfds_builders.prepare(builder, key="image", cache=True)
+  masked = builder.info.metadata.get("nonfinite", {}).get("masked", {}).get(split)
+  if masked:  # said again whenever the dataset is read, not only when it was built
+    print(
+      f"[climjax] data.nonfinite='mask': {sum(masked.values())} NaN or Inf values of the "
+      f"{split} split of {data_config.input} were filled with the snapshot's field mean "
+      f"({', '.join(f'{k} {v}' for k, v in sorted(masked.items()))})",
+      flush=True,
+    )
   source = sources[split]
   if isinstance(source, tfds_builders.DecodedSource):
     arrays = source.arrays
@@ -205,7 +229,7 @@ def _file_snapshots(data_config, split: str) -> dict:
     "boxes": np.asarray(arrays["boxes"], np.float32),
     "box_classes": np.asarray(arrays["labels"], np.int32),
     "box_mask": np.asarray(arrays["mask"], np.float32),
-    "times": _parse_times(arrays["time"]),
+    "times": _parse_times(arrays["time"], meta.get("calendar", "standard")),
     "lats": np.asarray(meta["lat"]),
     "lons": np.asarray(meta["lon"]),
     "channels": tuple(variables.EXTREMEWEATHER_CHANNELS),

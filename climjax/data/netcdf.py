@@ -12,7 +12,8 @@ the tables): a variable is found by its CF `standard_name`, then by CAM5,
 ERA5, GRIB/NCEP and CMIP names; U850, T500, Z200, ... come from (time, level,
 lat, lon) fields on pressure levels, interpolated linearly in log pressure
 where the file lacks the level; every field's `units` are converted to the
-library's, and a first step outside a plausible range is refused.
+library's, and values outside a plausible range are refused (the first step
+when the files are opened, every step as it is read).
 
 Nothing is read until values are asked for, and then only the requested
 block: dask is not a dependency, so each field is an xarray lazily indexed
@@ -56,6 +57,8 @@ CAM5_TIME_UNITS = "days since 0001-01-01 00:00:00"
 CAM5_CALENDAR = "noleap"
 CAM5_FILL_VALUE = np.float32(1e36)
 CF_CONVENTIONS = "CF-1.8"
+# What a read does with missing values (NaN, _FillValue): see `open_fields`.
+NONFINITE: tuple[str, ...] = ("missing", "refuse", "mask")
 
 PathLike = str | os.PathLike
 
@@ -516,12 +519,21 @@ class _FieldArray(BackendArray):
   """One (time, lat, lon) float32 field read from one or more files on demand.
 
   A field without a time axis (a land fraction) is the same plane at every
-  one of `num_times` steps.
+  one of `num_times` steps. Every block read is checked: infinite values,
+  a step all NaN and values outside `archives.PLAUSIBLE` are refused, and
+  missing values (NaN) as `nonfinite` says (`open_fields`).
   """
 
-  def __init__(self, name: str, pieces: list[tuple[_FileInfo, _Source]], num_times: int = 0):
+  def __init__(
+    self,
+    name: str,
+    pieces: list[tuple[_FileInfo, _Source]],
+    num_times: int = 0,
+    nonfinite: str = "missing",
+  ):
     self.name = name
     self.pieces = pieces
+    self.nonfinite = nonfinite
     self.static = pieces[0][1].static and pieces[0][1].target == "LANDFRAC"
     lengths = [num_times] if self.static else [len(info.time) for info, _ in pieces]
     self.offsets = np.cumsum([0] + lengths)
@@ -561,8 +573,11 @@ class _FieldArray(BackendArray):
         ) from e
       rows = np.zeros_like(local) if self.static else local - t0
       block = block.astype(np.float32)[np.ix_(rows, fy - y0, fx - x0)]
-      if np.isinf(block).any():
-        step = int(local[np.argmax(np.isinf(block).any(axis=(1, 2)))])
+      infinite = np.isinf(block)
+      if infinite.any() and self.nonfinite == "mask":
+        block[infinite] = np.nan  # missing, for the caller to fill and count
+      elif infinite.any():
+        step = int(local[np.argmax(infinite.any(axis=(1, 2)))])
         raise DataError(
           info.path,
           f"time step {step} holds infinite values (expected finite values, missing ones "
@@ -578,9 +593,38 @@ class _FieldArray(BackendArray):
             f"time step {step} is all NaN (expected a field with finite values)",
             source.where,
           )
+      missing = np.isnan(block)
+      if self.nonfinite == "refuse" and missing.any():
+        k = int(np.argmax(missing.any(axis=(1, 2))))
+        raise DataError(
+          info.path,
+          f"time step {int(local[k])} holds {int(missing[k].sum())} NaN or missing "
+          "(_FillValue) values (expected a finite value at every point; data.nonfinite='mask' "
+          "fills them, counted)",
+          source.where,
+        )
+      _check_range(info, source, block, None if self.static else local)
       out[here] = block
     index = tuple(0 if s else slice(None) for s in scalar)
     return out[index]
+
+
+def _check_range(info: _FileInfo, source: _Source, block: np.ndarray, steps) -> None:
+  """Refuses a block with values outside `archives.PLAUSIBLE`, naming the first such step.
+
+  Every step read is checked, not only the first: a later file of one input
+  may lack the units attribute the first has.
+  """
+  bounds = archives.PLAUSIBLE.get(source.target)
+  if bounds is None:
+    return
+  with np.errstate(invalid="ignore"):
+    bad = (block < bounds[0]) | (block > bounds[1])  # NaN (missing) compares False
+  if bad.any():
+    k = int(np.argmax(bad.any(axis=(1, 2))))
+    at = "" if steps is None else f"time step {int(steps[k])}"
+    note = source.units_note or "as in the file"
+    archives.check_plausible(info.path, source.target, block[k], note, source.where, at=at)
 
 
 # ---------------------------------------------------------------------------
@@ -594,6 +638,7 @@ def open_fields(
   *,
   name_map: Mapping[str, str] | None = None,
   chunks: Mapping[str, int] | None = None,
+  nonfinite: str = "missing",
 ) -> xr.Dataset:
   """Opens CAM5 / CF / archive netCDF fields lazily as one dataset in the library's conventions.
 
@@ -609,6 +654,11 @@ def open_fields(
       U850, T500, ... gives that level.
     chunks: dask chunk sizes per dimension (needs dask); `None` keeps the
       fields as lazily indexed arrays read block by block on access.
+    nonfinite: what a read does with missing values (NaN, `_FillValue`):
+      "missing" keeps them as NaN; "refuse" raises naming the file, field and
+      time step (training data: `tfds_builders`); "mask" keeps them and reads
+      infinite values as NaN too, for the caller to fill and count. Infinite
+      values are refused otherwise, and a step all NaN always.
 
   Returns:
     A dataset with dims (time, lat, lon): latitude ascending, longitude in
@@ -619,8 +669,11 @@ def open_fields(
     DataError: naming the file and variable, for missing files or variables,
       unreadable files, wrong dims, non-monotonic coordinates, time without CF
       units, levels outside the file's, units that do not convert, implausible
-      values, grids or time axes that do not line up, and fields all NaN.
+      values (at every read), grids or time axes that do not line up, fields all
+      NaN, and missing values where `nonfinite="refuse"`.
   """
+  if nonfinite not in NONFINITE:
+    raise ValueError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
   files, described = _expand_paths(paths)
   name_map = dict(name_map or {})
   infos = [_FileInfo(path, name_map) for path in files]
@@ -660,7 +713,7 @@ def open_fields(
         raise DataError(
           info.path, f"calendar {calendars[0]!r} differs from {grid_info.path}'s {calendars[1]!r}"
         )
-    array = _FieldArray(name, _prepared(name, holders))
+    array = _FieldArray(name, _prepared(name, holders), nonfinite=nonfinite)
     if time_axis is None:
       time_axis, time_from = array.times, name
     elif len(array.times) != len(time_axis) or not np.all(array.times == time_axis):
@@ -680,7 +733,7 @@ def open_fields(
   for name, info in statics:
     _check_grid(info, grid_info, name)
     data_vars[name] = _variable(
-      name, [info], _FieldArray(name, _prepared(name, [info]), len(time_axis))
+      name, [info], _FieldArray(name, _prepared(name, [info]), len(time_axis), nonfinite)
     )
   data_vars = {name: data_vars[name] for name in wanted}
 

@@ -13,15 +13,17 @@ import tensorflow_datasets as tfds
 from climjax.data import variables
 from climjax.data.tfds_builders.configs import (
   DEFAULT_DATA_DIR,
+  NONFINITE_SUFFIX,
   PATCH_SHAPES,
   PatchesConfig,
   _check_sizes,
   _digest,
   _file_fields,
   _log,
+  _nonfinite,
   chunk_seed,
 )
-from climjax.data.tfds_builders.frames import _open_frames, _split_frames
+from climjax.data.tfds_builders.frames import _open_frames, _split_frames, masked_note
 from climjax.data.tfds_builders.patch_cutting import _file_patches
 
 _CHUNK = 1024  # examples generated per call of the synthetic generator
@@ -31,19 +33,20 @@ def patches_config(data_config, task: str) -> PatchesConfig:
   """The builder config for `config.data` of a classifier task.
 
   Reads `source`, `num_train`, `num_test`, `seed` and, where present, `input`,
-  `variables_map`, `box_order`, `test_fraction`. For file sources the name
-  carries a digest of the absolute input path and how it is read.
+  `variables_map`, `box_order`, `test_fraction`, `nonfinite`. For file sources
+  the name carries a digest of the absolute input path and how it is read.
   """
   if task not in PATCH_SHAPES:
     raise ValueError(f"task must be one of {sorted(PATCH_SHAPES)}, got {task!r}")
   source = data_config.source
   files = _file_fields(data_config, source)
   _check_sizes(data_config, source)
+  nonfinite = _nonfinite(data_config, source)
   where = "" if source == "synthetic" else f"-{_digest(files)}"
   name = (
     f"{task}-{source}{where}-train{data_config.num_train}"
     f"-test{data_config.num_test}-seed{data_config.seed}"
-  )
+  ) + (NONFINITE_SUFFIX if nonfinite == "mask" else "")
   return PatchesConfig(
     name=name,
     version=ClimatePatches.VERSION,
@@ -52,6 +55,7 @@ def patches_config(data_config, task: str) -> PatchesConfig:
     num_train=int(data_config.num_train),
     num_test=int(data_config.num_test),
     seed=int(data_config.seed),
+    nonfinite=nonfinite,
     **files,
   )
 
@@ -110,9 +114,22 @@ class ClimatePatches(tfds.core.GeneratorBasedBuilder):
     frames.require([c for c in variables.TASK_CHANNELS[cfg.task] if c != "LANDFRAC"], "patches")
     positives, avoid = frames.events(cfg.task)
     return {
-      split: _file_patches(frames, positives, avoid, cfg.task, cfg, split, frame_range)
+      split: self._counted(
+        frames, split, _file_patches(frames, positives, avoid, cfg.task, cfg, split, frame_range)
+      )
       for split, frame_range in splits.items()
     }
+
+  def _counted(self, frames, split: str, examples):
+    """`examples` as they are, then a line saying what was masked (nonfinite="mask")."""
+    before = dict(frames.masked)
+    yield from examples
+    note = masked_note(frames, before)
+    if note:
+      _log(
+        f"{self.builder_config.task} {split}: data.nonfinite='mask' filled {note} that were "
+        "NaN or Inf with the snapshot's mean of the field"
+      )
 
   def _generate_examples(self, split: str, num: int):
     cfg = self.builder_config

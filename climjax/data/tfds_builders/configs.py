@@ -38,6 +38,8 @@ TASK_CLASS_IDS: dict[str, int] = {
   "wf": variables.FRONT_CLASS_ID,
 }
 SOURCES: tuple[str, ...] = ("synthetic", "netcdf", "extremeweather")
+# File sources: a NaN or Inf in a field is refused, or masked (filled and counted; frames.py).
+NONFINITE: tuple[str, ...] = ("refuse", "mask")
 DEFAULT_DATA_DIR = "runs/tfds"
 DEFAULT_TEST_FRACTION = 0.2
 DETECTION_MAX_BOXES = 15  # rows per image in the released ExtremeWeather files
@@ -117,6 +119,24 @@ def _file_fields(data_config, source: str) -> dict:
   }
 
 
+def _nonfinite(data_config, source: str) -> str:
+  """`data.nonfinite` checked: "refuse" (the default) or "mask" (file sources only).
+
+  Not part of `_file_fields` (the digest of the input): "mask" adds
+  `NONFINITE_SUFFIX` to the dataset's name instead, so names of datasets
+  built before the option existed are unchanged.
+  """
+  value = data_config.get("nonfinite", "refuse") or "refuse"
+  if value not in NONFINITE:
+    raise ValueError(f"data.nonfinite must be one of {NONFINITE}, got {value!r}")
+  if value == "mask" and source == "synthetic":
+    raise ValueError("data.nonfinite='mask' applies to file sources; synthetic fields are finite")
+  return value
+
+
+NONFINITE_SUFFIX = "-nonfinite_masked"
+
+
 def _event_knobs(data_config, source: str) -> str:
   """The synthetic event climate as 'tc_rate=2.0,ar_intensity=1.2' ('' for the default).
 
@@ -165,6 +185,7 @@ class PatchesConfig(tfds.core.BuilderConfig):
   variables_map: str = ""  # netcdf: "name_in_file:CAM5_NAME,..."
   box_order: str = ""  # extremeweather: "yxyx" | "xxyy" | "" (read off the values)
   test_fraction: float = DEFAULT_TEST_FRACTION  # netcdf / extremeweather: last snapshots held out
+  nonfinite: str = "refuse"  # file sources: "refuse" | "mask" a NaN or Inf (NONFINITE)
 
 
 @dataclasses.dataclass
@@ -180,4 +201,5 @@ class DetectionConfig(tfds.core.BuilderConfig):
   num_test: int = 0
   seed: int = 0
   max_boxes: int = DETECTION_MAX_BOXES
+  nonfinite: str = "refuse"
   event_knobs: str = ""  # synthetic: "tc_rate=2,ar_intensity=1.2" ("" = the default climate)

@@ -17,12 +17,14 @@ from climjax.data.tfds_builders.configs import (
   _LOG_EVERY_S,
   DEFAULT_DATA_DIR,
   DETECTION_MAX_BOXES,
+  NONFINITE_SUFFIX,
   DetectionConfig,
   _check_sizes,
   _digest,
   _event_knobs,
   _file_fields,
   _log,
+  _nonfinite,
   parse_event_knobs,
 )
 from climjax.data.tfds_builders.frames import (
@@ -31,6 +33,7 @@ from climjax.data.tfds_builders.frames import (
   _iso,
   _open_frames,
   _split_frames,
+  masked_note,
 )
 
 DETECTION_KEYS: tuple[str, ...] = ("image", "boxes", "labels", "mask", "time")
@@ -46,17 +49,19 @@ def detection_config(data_config) -> DetectionConfig:
   for synthetic data, `height` and `width` (default 768 x 1152). For file
   sources the grid is read off the input (which must exist, else DataError).
   Synthetic data also read the event knobs (`synthetic.EVENT_KNOBS`: `tc_rate`,
-  `ar_intensity`, ...); those other than 1.0 end the dataset's name.
+  `ar_intensity`, ...); those other than 1.0 end the dataset's name. File
+  sources read `nonfinite` ("refuse", or "mask": `NONFINITE_SUFFIX` ends the name).
   """
   source = data_config.source
   files = _file_fields(data_config, source)
   _check_sizes(data_config, source)
   knobs = _event_knobs(data_config, source)
+  nonfinite = _nonfinite(data_config, source)
   if source == "synthetic":
     height, width = int(data_config.get("height", 768)), int(data_config.get("width", 1152))
     where = f"{height}x{width}"
   else:
-    height, width = _input_grid(source, files)
+    height, width = _input_grid(source, files, nonfinite)
     where = f"{_digest(files)}-{height}x{width}"
   max_boxes = int(data_config.get("max_boxes", DETECTION_MAX_BOXES))
   if max_boxes < 1:
@@ -65,6 +70,7 @@ def detection_config(data_config) -> DetectionConfig:
     f"{source}-{where}-train{data_config.num_train}-test{data_config.num_test}"
     f"-seed{data_config.seed}-boxes{max_boxes}"
   ) + "".join(f"-{knob.replace('=', '')}" for knob in knobs.split(",") if knob)
+  name += NONFINITE_SUFFIX if nonfinite == "mask" else ""
   return DetectionConfig(
     name=name,
     version=ExtremeWeather.VERSION,
@@ -75,6 +81,7 @@ def detection_config(data_config) -> DetectionConfig:
     num_test=int(data_config.num_test),
     seed=int(data_config.seed),
     max_boxes=max_boxes,
+    nonfinite=nonfinite,
     event_knobs=knobs,
     **files,
   )
@@ -175,7 +182,8 @@ class ExtremeWeather(tfds.core.GeneratorBasedBuilder):
     splits = _split_frames(len(frames), cfg.test_fraction, frames.description)
     _log(f"detection from {frames.description}: labelling {len(frames)} snapshots")
     events = frames.detection_events()
-    self._set_grid(frames.grid.lat, frames.grid.lon)
+    self._set_grid(frames.grid.lat, frames.grid.lon, getattr(frames, "calendar", None))
+    self.info.metadata["nonfinite"] = {"policy": cfg.nonfinite, "masked": {}}
     out = {}
     for split, frame_range in splits.items():
       cap = getattr(cfg, f"num_{split}")
@@ -184,11 +192,13 @@ class ExtremeWeather(tfds.core.GeneratorBasedBuilder):
       out[split] = self._file_examples(frames, events, split, frame_range)
     return out
 
-  def _set_grid(self, lat: np.ndarray, lon: np.ndarray) -> None:
+  def _set_grid(self, lat: np.ndarray, lon: np.ndarray, calendar: str | None = None) -> None:
     self.info.metadata.update(
       {
         "lat": [float(v) for v in lat],
         "lon": [float(v) for v in lon],
+        # The CF calendar of the "time" strings (360_day dates are no datetime64).
+        "calendar": calendar or "standard",
         "channels": list(variables.EXTREMEWEATHER_CHANNELS),
         "boxes": "ymin, xmin, ymax, xmax in pixels, y on latitude, maxima exclusive",
         "classes": list(variables.CLASS_NAMES),
@@ -234,6 +244,7 @@ class ExtremeWeather(tfds.core.GeneratorBasedBuilder):
     empty = pd.DataFrame(columns=list(EVENT_COLUMNS))
     t0 = last = time.time()
     num_boxes = dropped = 0
+    before = dict(frames.masked)
     for n, frame in enumerate(frame_range):
       boxes, labels, mask, lost = _pad_boxes(
         by_frame.get(frame, empty), cfg.height, cfg.width, cfg.max_boxes
@@ -260,6 +271,15 @@ class ExtremeWeather(tfds.core.GeneratorBasedBuilder):
       _log(
         f"detection {split}: {dropped} boxes beyond max_boxes={cfg.max_boxes} left out (the smallest)"
       )
+    note = masked_note(frames, before)
+    if note:
+      _log(
+        f"detection {split}: data.nonfinite='mask' filled {note} that were NaN or Inf with "
+        "the snapshot's mean of the field"
+      )
+    # Recorded beside the dataset (dataset_info's metadata), per split and field.
+    counts = {k: v - before.get(k, 0) for k, v in frames.masked.items()}
+    self.info.metadata["nonfinite"]["masked"][split] = {k: v for k, v in counts.items() if v}
 
 
 def detection_builder(data_config) -> ExtremeWeather:

@@ -4,6 +4,12 @@ netCDF snapshots are labelled by the TECA-style heuristics
 (`climjax.data.heuristics`: TD, TC, ETC and AR boxes, fronts for WF patches),
 ExtremeWeather ones by the boxes in the files;
 `_split_frames` splits the snapshots by time into train and test.
+
+A NaN or Inf in a snapshot read is refused (a `DataError` naming the file,
+the field and the time step) unless the config says `data.nonfinite="mask"`:
+each such value is then replaced by the mean of the field's finite values in
+that snapshot, and counted per field (`masked`) for the builder to log and
+record. A snapshot with no finite value of a field is refused either way.
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ import pandas as pd
 
 from climjax.data import variables
 from climjax.data.errors import DataError
-from climjax.data.tfds_builders.configs import PATCH_SPACING, TASK_CLASS_IDS, parse_variables_map
+from climjax.data.tfds_builders.configs import (
+  PATCH_SPACING,
+  TASK_CLASS_IDS,
+  parse_variables_map,
+)
 
 # One row per event per snapshot: box edges in pixels (maxima exclusive; x may
 # continue past the seam), centre as fractional pixel indices.
@@ -63,6 +73,15 @@ class _Grid:
     return y, x
 
 
+def _fill_nonfinite(plane: np.ndarray) -> int:
+  """Replaces NaN and Inf in one snapshot's field by the mean of its finite values; the count."""
+  bad = ~np.isfinite(plane)
+  count = int(bad.sum())
+  if count:
+    plane[bad] = plane[~bad].mean()  # a field with no finite value is refused before this
+  return count
+
+
 def _iso(t) -> str:
   if isinstance(t, np.datetime64):
     return str(np.datetime_as_string(t, unit="s"))
@@ -72,17 +91,22 @@ def _iso(t) -> str:
 class _NetcdfFrames:
   """The time steps of netCDF files, read one at a time through `netcdf.open_fields`."""
 
-  def __init__(self, pattern: str, variables_map: str):
+  def __init__(self, pattern: str, variables_map: str, nonfinite: str = "refuse"):
     from climjax.data import netcdf
 
     self.pattern = pattern
-    self.ds = netcdf.open_fields(pattern, None, name_map=parse_variables_map(variables_map))
+    self.nonfinite = nonfinite
+    self.masked: dict[str, int] = {}  # field -> values masked so far (nonfinite="mask")
+    self.ds = netcdf.open_fields(
+      pattern, None, name_map=parse_variables_map(variables_map), nonfinite=nonfinite
+    )
     files = self.ds.encoding["source_files"]
     self.description = files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
     self.grid = _Grid(
       self.ds["lat"].values.astype(np.float64), self.ds["lon"].values.astype(np.float64)
     )
     self.times = [_iso(t) for t in self.ds["time"].values]
+    self.calendar = self.ds["time"].encoding.get("calendar", "standard")
 
   def __len__(self) -> int:
     return len(self.times)
@@ -103,7 +127,9 @@ class _NetcdfFrames:
       if name == "LANDFRAC" and name not in self.ds:
         out[..., c] = self.land_fraction()
       else:
-        out[..., c] = self.ds[name][i].values
+        out[..., c] = self.ds[name][i].values  # refused by the reader unless "mask"
+        if self.nonfinite == "mask":
+          self.masked[name] = self.masked.get(name, 0) + _fill_nonfinite(out[..., c])
     return out
 
   def land_fraction(self) -> np.ndarray:
@@ -190,14 +216,21 @@ class _NetcdfFrames:
 class _ExtremeWeatherFrames:
   """The images of one or more ExtremeWeather files, in file order."""
 
-  def __init__(self, pattern: str, box_order: str):
+  def __init__(self, pattern: str, box_order: str, nonfinite: str = "refuse"):
     from climjax.data import extremeweather, synthetic
 
     self.pattern = pattern
+    self.nonfinite = nonfinite
+    self.masked: dict[str, int] = {}
     paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
     if not paths:
       raise DataError(pattern, "no files match this pattern")
-    self.files = [extremeweather.ExtremeWeatherFile(p, box_order=box_order or None) for p in paths]
+    self.files = [
+      extremeweather.ExtremeWeatherFile(
+        p, box_order=box_order or None, check_finite=nonfinite != "mask"
+      )
+      for p in paths
+    ]
     first = self.files[0]
     for f in self.files[1:]:
       if (f.height, f.width) != (first.height, first.width):
@@ -220,13 +253,21 @@ class _ExtremeWeatherFrames:
 
   def read(self, frame: int, channels) -> np.ndarray:
     k, i = self.index[frame]
-    image = self.files[k][i]["image"]
+    image = self.files[k][i]["image"]  # refused there if not finite, unless "mask"
     out = np.empty((*self.grid.shape, len(channels)), np.float32)
     for c, name in enumerate(channels):
       if name == "LANDFRAC":
         out[..., c] = self.land_fraction()
-      else:
-        out[..., c] = image[..., variables.EXTREMEWEATHER_CHANNELS.index(name)]
+        continue
+      out[..., c] = image[..., variables.EXTREMEWEATHER_CHANNELS.index(name)]
+      if self.nonfinite == "mask":
+        if not np.isfinite(out[..., c]).any():
+          raise DataError(
+            self.files[k].path,
+            f"image {i} channel {name} holds no finite value (nothing to fill it from)",
+            "images",
+          )
+        self.masked[name] = self.masked.get(name, 0) + _fill_nonfinite(out[..., c])
     return out
 
   def land_fraction(self) -> np.ndarray:
@@ -264,14 +305,24 @@ class _ExtremeWeatherFrames:
 
 def _open_frames(source: str, cfg) -> _NetcdfFrames | _ExtremeWeatherFrames:
   if source == "netcdf":
-    return _NetcdfFrames(cfg.input, cfg.variables_map)
-  return _ExtremeWeatherFrames(cfg.input, cfg.box_order)
+    return _NetcdfFrames(cfg.input, cfg.variables_map, cfg.nonfinite)
+  return _ExtremeWeatherFrames(cfg.input, cfg.box_order, cfg.nonfinite)
 
 
-def _input_grid(source: str, files: dict) -> tuple[int, int]:
-  """(H, W) of the input's snapshots, reading only metadata."""
+def masked_note(frames, before: dict[str, int]) -> str:
+  """'12 values (TMQ 10, PSL 2)' masked since `before` (a copy of `frames.masked`); '' if none."""
+  counts = {k: v - before.get(k, 0) for k, v in frames.masked.items()}
+  counts = {k: v for k, v in counts.items() if v}
+  if not counts:
+    return ""
+  parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+  return f"{sum(counts.values())} values ({parts})"
+
+
+def _input_grid(source: str, files: dict, nonfinite: str = "refuse") -> tuple[int, int]:
+  """(H, W) of the input's snapshots, reading only metadata (and netCDF's first step)."""
   if source == "netcdf":
-    frames = _NetcdfFrames(files["input"], files["variables_map"])
+    frames = _NetcdfFrames(files["input"], files["variables_map"], nonfinite)
     return frames.grid.shape
   from climjax.data import extremeweather
 
@@ -279,7 +330,9 @@ def _input_grid(source: str, files: dict) -> tuple[int, int]:
   paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
   if not paths:
     raise DataError(pattern, "no files match this pattern")
-  first = extremeweather.ExtremeWeatherFile(paths[0], box_order=files["box_order"] or None)
+  first = extremeweather.ExtremeWeatherFile(
+    paths[0], box_order=files["box_order"] or None, check_finite=nonfinite != "mask"
+  )
   first.close()
   return first.height, first.width
 
