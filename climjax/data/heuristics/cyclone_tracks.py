@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from climjax.data.heuristics import criteria
 from climjax.data.heuristics.sphere import great_circle_km
 
 # Steps that differ from each other by more than this fraction of the median are uneven.
@@ -89,6 +90,24 @@ def _warn_if_irregular(steps: dict[str, float], max_gap_days: float, long_gaps: 
   warnings.warn(message, stacklevel=3)
 
 
+def _track_criteria(tracks: pd.DataFrame) -> pd.DataFrame:
+  """Every point of a track carries the criteria skipped on any of its points."""
+  skipped = {}
+  for track_id, cells in tracks.groupby("track_id")["criteria_skipped"]:
+    skipped[track_id] = criteria.joined(
+      dict.fromkeys(c for cell in cells for c in criteria.names_of(cell))
+    )
+  cells = tracks["track_id"].map(skipped)
+  out = tracks.assign(criteria_skipped=cells.to_numpy(object))
+  if "criteria" in out.columns:
+    out["criteria"] = [
+      criteria.joined(c for c in criteria.names_of(applied) if c not in criteria.names_of(lost))
+      for applied, lost in zip(out["criteria"], out["criteria_skipped"], strict=True)
+    ]
+  out["reduced"] = out["criteria_skipped"].astype(bool).to_numpy()
+  return out
+
+
 def track_cyclones(
   candidates: pd.DataFrame,
   *,
@@ -124,17 +143,35 @@ def track_cyclones(
   at least `min_endpoint_km` from where it began (TempestExtremes'
   `min_endpoint_dist`; 0 for TCs, which TECA does not test).
 
+  On grids coarser than the detector's reference spacing the grid's peak
+  wind falls short of the storm's, so `min_wind` is scaled by the factor
+  the TC detector recorded (`candidates.attrs["thresholds"]["wind_scale"]`,
+  (1.25 deg / spacing)^0.2; 1 where none is recorded), as the detector
+  scales its own thresholds.
+
+  Where the candidates say what they rest on (`criteria_skipped`, as the
+  detectors' tables do), each kept point carries the criteria skipped on any
+  point of its track, since the track as a whole is judged: a track is
+  `reduced` when any of its points is.
+
   Returns:
     The kept candidates with an integer `track_id` (0, 1, ... in order of
     first appearance), sorted by track and time. `attrs["tracking"]` records
     the nominal step and the gap allowance used (hours) and the steps judged
-    for regularity (the data's where recorded, else the candidates').
+    for regularity (the data's where recorded, else the candidates');
+    `attrs["thresholds"]` the candidates' thresholds with `min_wind` (m/s,
+    as applied) and `wind_scale` added.
   """
   required = {"time", "lat", "lon"}
   if not required <= set(candidates.columns):
     raise ValueError(f"candidates need columns {sorted(required)}, have {list(candidates.columns)}")
+  thresholds = dict(candidates.attrs.get("thresholds") or {})
+  wind_scale = float(thresholds.get("wind_scale", 1.0))
+  thresholds.update(wind_scale=wind_scale, min_wind=min_wind * wind_scale)
   if candidates.empty:
-    return candidates.assign(track_id=pd.Series(dtype=np.int64))
+    out = candidates.assign(track_id=pd.Series(dtype=np.int64))
+    out.attrs = {**candidates.attrs, "thresholds": thresholds}
+    return out
   days = _days(candidates["time"].to_numpy())
   times = np.unique(days)
   gaps = np.diff(times)
@@ -184,7 +221,7 @@ def track_cyclones(
     if "wind" in candidates.columns
     else np.full(len(candidates), np.nan)
   )
-  strong = np.where(np.isnan(wind), True, wind >= min_wind)
+  strong = np.where(np.isnan(wind), True, wind >= thresholds["min_wind"])
   for flag in ("warm_core_ok", "thickness_ok"):
     if flag in candidates.columns:
       strong &= candidates[flag].to_numpy(bool)
@@ -206,7 +243,10 @@ def track_cyclones(
   out["track_id"] = order[np.searchsorted(np.unique(old), old)]
   out["_days"] = days[kept]
   out = out.sort_values(["track_id", "_days"], kind="stable").drop(columns="_days")
+  if "criteria_skipped" in out.columns and len(out):
+    out = _track_criteria(out)
   out.attrs = dict(candidates.attrs)
+  out.attrs["thresholds"] = thresholds
   out.attrs["tracking"] = {
     "time_step_hours": time_step_days * 24,
     "max_gap_hours": max_gap_hours,

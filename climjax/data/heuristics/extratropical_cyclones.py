@@ -10,7 +10,8 @@ import pandas as pd
 import xarray as xr
 
 from climjax.data.errors import DataError
-from climjax.data.heuristics.cyclone_tracks import track_cyclones
+from climjax.data.heuristics import criteria
+from climjax.data.heuristics.cyclone_tracks import time_steps_hours, track_cyclones
 from climjax.data.heuristics.grid import _field, _grid_of, _source
 from climjax.data.heuristics.lows import (
   _local_minima,
@@ -23,8 +24,10 @@ from climjax.data.heuristics.sphere import KM_PER_DEG, great_circle_km
 
 ETC_COLUMNS: tuple[str, ...] = (
     "time", "time_index", "lat", "lon", "y", "x", "psl", "psl_rise", "ymin", "xmin", "ymax",
-    "xmax", "lat_min", "lon_min", "lat_max", "lon_max",
+    "xmax", "lat_min", "lon_min", "lat_max", "lon_max", *criteria.CRITERIA_COLUMNS,
 )  # fmt: skip
+# What an ETC label rests on: PSL alone (the tracker's duration and travel need no variable).
+ETC_CRITERIA: tuple[str, ...] = ("closed_low",)
 
 
 def detect_extratropical_cyclones(
@@ -58,8 +61,13 @@ def detect_extratropical_cyclones(
     `lon`, and as fractional pixels `y`, `x`), `psl` (Pa) at the minimum, the
     smallest rise over the rays `psl_rise` (Pa), and the box in pixels
     (fractional, x continuing past the seam of a global grid) and degrees
-    (lon_max = lon_min + width). No criterion needs a variable beyond PSL, so
-    `df.attrs["skipped_criteria"]` is empty.
+    (lon_max = lon_min + width), and the criteria columns
+    (`criteria.CRITERIA_COLUMNS`: `closed_low` applied, none skipped). No
+    criterion needs a variable beyond PSL, so `df.attrs["skipped_criteria"]`
+    is empty. `df.attrs["time_steps_hours"]` holds the smallest, median and
+    largest step of the time coordinate, as the TC detector records it, so
+    the tracker knows the data's own sampling even at times without
+    candidates.
   """
   if "PSL" not in ds:
     raise DataError(
@@ -109,11 +117,13 @@ def detect_extratropical_cyclones(
           "psl": psl_c,
           "psl_rise": psl_rise,
           **box,
+          **criteria.columns(len(cy), ETC_CRITERIA, []),
         }
       )
     )
   df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(ETC_COLUMNS))
   df.attrs["skipped_criteria"] = []
+  df.attrs["time_steps_hours"] = time_steps_hours(times)
   return df
 
 
