@@ -141,9 +141,15 @@ def _training_stats(workdir: str, config, log) -> dict:
 # Input frames.
 
 
-def open_frames(source: str, pattern: str, *, variables_map: str = "", box_order: str = ""):
+def open_frames(
+  source: str, pattern: str, *, variables_map: str = "", box_order: str = "", nonfinite="refuse"
+):
   """The snapshots of `pattern` as frames: `len`, `read(i, channels)`, `times`, `grid`,
-  `require(channels, why)`, `description` (climjax.data.tfds_builders.frames)."""
+  `require(channels, why)`, `description` (climjax.data.tfds_builders.frames).
+
+  A NaN or Inf in a snapshot is refused naming the file, field and step, or with
+  `nonfinite="mask"` filled (the count is in `frames.masked`).
+  """
   import xarray as xr  # noqa: PLC0415
 
   from climjax.data.tfds_builders import frames  # noqa: PLC0415  (tensorflow-datasets)
@@ -156,7 +162,13 @@ def open_frames(source: str, pattern: str, *, variables_map: str = "", box_order
   # one open file, peak memory was 1.70 GB for 240 snapshots and 1.73 GB for 2,400.
   xr.set_options(file_cache_maxsize=OPEN_FILES)
   cfg = ml_collections.ConfigDict(
-    {"input": pattern, "variables_map": variables_map, "box_order": box_order}
+    {
+      "input": pattern,
+      "variables_map": variables_map,
+      "box_order": box_order,
+      "nonfinite": nonfinite,
+      "require_all_criteria": False,
+    }
   )
   return frames._open_frames(source, cfg)
 

@@ -62,6 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "variables_map": "",  # netcdf: other names for CAM5 variables, e.g. "msl:PSL"
       "box_order": "",  # extremeweather boxes: "yxyx" | "xxyy" | "" (detect)
       "test_fraction": 0.2,  # file sources: the last fraction of times is the test split
+      "nonfinite": "refuse",  # file sources: a NaN or Inf is refused, or "mask" (filled)
+      "require_all_criteria": False,  # netcdf: refuse labels that skipped a criterion
       "data_dir": "runs/tfds",  # file sources: where the tfds dataset is built
       "height": {"default": 192, "tiny": 64, "paper": 768}[size],
       "width": {"default": 288, "tiny": 96, "paper": 1152}[size],

@@ -30,6 +30,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           "variables_map": "",  # other names for CAM5 variables, e.g. "msl:PSL,tcw:TMQ"
           "box_order": "",  # extremeweather boxes: "yxyx" | "xxyy" | "" (detect)
           "test_fraction": 0.2,  # file sources: the last fraction of times is the test split
+          "nonfinite": "refuse",  # file sources: a NaN or Inf is refused, or "mask" (filled)
+          "require_all_criteria": False,  # netcdf: refuse labels that skipped a criterion
           "data_dir": "runs/tfds",  # where tfds array_record datasets are built
           "num_train": {"default": 20_000, "tiny": 1_024, "paper": 20_000}[size],
           "num_test": {"default": 4_000, "tiny": 512, "paper": 4_000}[size],

@@ -30,6 +30,11 @@ grid, and the options are refused there. A NaN or Inf in a field of netCDF or
 ExtremeWeather input is refused; --nonfinite=mask fills each with the
 snapshot's mean of that field instead, counts them in the log and in the
 dataset's metadata, and ends the dataset's name with `-nonfinite_masked`.
+Heuristic labels whose criteria were skipped for want of a variable (no
+Z200/Z1000: no thickness test) are counted per class in the log, in the
+summary (`reduced_criteria`) and in the dataset's metadata;
+--require_all_criteria refuses such input instead and ends the name with
+`-all_criteria`.
 
 netCDF files from public archives (ERA5, NCEP GFS / GRIB converted to netCDF,
 CMIP, CAM5) are read without --variables_map: variables are found by CF
@@ -93,6 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     "--nonfinite", default=None, choices=("refuse", "mask"),
     help="file sources: refuse a NaN or Inf in a field (default), or mask it (filled, counted)",
   )  # fmt: skip
+  parser.add_argument(
+    "--require_all_criteria", action="store_true", default=None,
+    help="netcdf: refuse input lacking a heuristic criterion's variables (default: count them)",
+  )  # fmt: skip
   parser.add_argument("--num_train", type=int, default=None, help="examples (synthetic) or cap")
   parser.add_argument("--num_test", type=int, default=None, help="examples (synthetic) or cap")
   parser.add_argument("--seed", type=int, default=None)
@@ -120,6 +129,7 @@ def data_config(args: argparse.Namespace):
     "box_order": args.box_order,
     "test_fraction": args.test_fraction,
     "nonfinite": args.nonfinite,
+    "require_all_criteria": args.require_all_criteria,
     "num_train": args.num_train,
     "num_test": args.num_test,
     "seed": args.seed,
@@ -149,8 +159,8 @@ def train_command(args: argparse.Namespace, data, always: tuple[str, ...] = ()) 
     config += f":{args.config_arg}"
   parts = ["python", "launch/main.py", f"--config={config}"]
   for key in ("source", "input", "data_dir", "num_train", "num_test", "seed", "variables_map",
-              "box_order", "test_fraction", "nonfinite", "height", "width", "max_boxes",
-              *EVENT_KNOBS):  # fmt: skip
+              "box_order", "test_fraction", "nonfinite", "require_all_criteria", "height",
+              "width", "max_boxes", *EVENT_KNOBS):  # fmt: skip
     if key in data and (key in always or getattr(args, key, None) not in (None, "")):
       value = data[key]
       if key in ("input", "data_dir"):  # the dataset is named after the absolute input path
@@ -253,6 +263,8 @@ def build(args: argparse.Namespace) -> dict:
   t0 = time.time()
   sources, _ = tfds_builders.prepare(builder, key=key)
   summary = {"seconds": time.time() - t0, "splits": {}}
+  # What the heuristic labels rest on, per class (netcdf; {} for other sources).
+  summary["reduced_criteria"] = dict(builder.info.metadata.items()).get("criteria", {})
   for split, source in sources.items():
     summary["splits"][split] = describe(source, args.task)
   counts = {split: len(source) for split, source in sources.items()}
@@ -269,7 +281,8 @@ def build(args: argparse.Namespace) -> dict:
     )
   summary["missing_fields"] = [
     k
-    for k in ("variables_map", "box_order", "test_fraction", "nonfinite", *EVENT_KNOBS)
+    for k in ("variables_map", "box_order", "test_fraction", "nonfinite", "require_all_criteria",
+              *EVENT_KNOBS)  # fmt: skip
     if getattr(args, k) not in (None, "") and k not in own_fields
   ]
   return summary
@@ -290,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   for split, described in summary["splits"].items():
     print(f"[climjax] {split}: {described}")
+  reduced = summary["reduced_criteria"]
+  if any(c["reduced"] for c in reduced.values()):
+    from climjax.data.heuristics import criteria
+
+    print(f"[climjax] labels on reduced criteria: {criteria.describe(reduced)}")
   print(f"[climjax] dataset in {summary['path']} ({summary['seconds']:.0f} s)")
   print(f"[climjax] train on it with: {summary['train_command']}")
   if summary["missing_fields"]:

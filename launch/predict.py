@@ -53,6 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--variables_map", default="", help="other names, e.g. msl:PSL,tcw:TMQ")
   parser.add_argument("--box_order", default="", help="ExtremeWeather boxes: yxyx | xxyy")
   parser.add_argument(
+    "--nonfinite", default="refuse", choices=("refuse", "mask"),
+    help="a NaN or Inf in a field: refused (default) or masked (filled, counted in predict.json)",
+  )  # fmt: skip
+  parser.add_argument(
     "--batch_size", type=int, default=0, help="snapshots per batch (0: the run's eval_batch_size)"
   )
   parser.add_argument("--score_threshold", type=float, default=None, help="default: the run's")
@@ -121,7 +125,11 @@ def main(argv=None) -> int:
       log(f"[predict] {args.workdir}: detector at step {trained.step}, "
           f"{trained.config.data.height}x{trained.config.data.width}")  # fmt: skip
     frames = predict.open_frames(
-      args.source, args.input, variables_map=args.variables_map, box_order=args.box_order
+      args.source,
+      args.input,
+      variables_map=args.variables_map,
+      box_order=args.box_order,
+      nonfinite=args.nonfinite,
     )
     if trained is not None:
       predict.check_frames(frames, trained.config)
@@ -152,14 +160,19 @@ def main(argv=None) -> int:
   except (ConfigError, DataError) as e:
     _fail(str(e), comm)
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  masked = dict(frames.masked)
   if comm is not None and size > 1:
     tables = comm.gather(table, root=0)
-    peaks = comm.gather((peak_mb, loop_seconds), root=0)
+    peaks = comm.gather((peak_mb, loop_seconds, masked), root=0)
     if not chief:
       return 0
     table = {k: np_concat([t[k] for t in tables]) for k in table}
-    peak_mb = max(p for p, _ in peaks)
-    loop_seconds = max(s for _, s in peaks)
+    peak_mb = max(p for p, _, _ in peaks)
+    loop_seconds = max(s for _, s, _ in peaks)
+    masked = {}
+    for _, _, m in peaks:
+      for k, v in m.items():
+        masked[k] = masked.get(k, 0) + v
   table = predict.sort_table(table)
   elapsed = time.time() - start
   os.makedirs(args.out, exist_ok=True)
@@ -178,6 +191,8 @@ def main(argv=None) -> int:
     lats=frames.grid.lat, lons=frames.grid.lon, class_names=CLASS_NAMES, attrs=attrs,
   )  # fmt: skip
   log(f"[predict] wrote {nc} and {csv}: {len(table['score'])} detections")
+  if masked:
+    log(f"[predict] --nonfinite=mask filled {sum(masked.values())} non-finite values: {masked}")
   report = {
     "snapshots": n,
     "detections": int(len(table["score"])),
@@ -191,6 +206,8 @@ def main(argv=None) -> int:
     "ranks": size,
     "detector": args.detector,
     "checkpoint_step": trained.step if trained else None,
+    "nonfinite": args.nonfinite,
+    "masked_values": masked,
     "provenance": provenance.provenance(),
   }
   if not args.no_tracks:

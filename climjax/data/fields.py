@@ -209,7 +209,9 @@ def _file_snapshots(data_config, split: str) -> dict:
       f"--config.data.height={grid[0]} --config.data.width={grid[1]}"
     )
   sources, _ = tfds_builders.prepare(builder, key="image", cache=True)
-  masked = builder.info.metadata.get("nonfinite", {}).get("masked", {}).get(split)
+  # items(): tfds' lazily loaded metadata is read on items(), not on get().
+  metadata = dict(builder.info.metadata.items())
+  masked = metadata.get("nonfinite", {}).get("masked", {}).get(split)
   if masked:  # said again whenever the dataset is read, not only when it was built
     print(
       f"[climjax] data.nonfinite='mask': {sum(masked.values())} NaN or Inf values of the "

@@ -12,20 +12,34 @@ import pandas as pd
 import xarray as xr
 
 from climjax.data import variables
+from climjax.data.heuristics import criteria
 from climjax.data.heuristics.atmospheric_rivers import detect_atmospheric_rivers
 from climjax.data.heuristics.cyclone_tracks import track_cyclones
 from climjax.data.heuristics.extratropical_cyclones import (
+  ETC_CRITERIA,
   away_from,
   detect_extratropical_cyclones,
   track_extratropical_cyclones,
 )
 from climjax.data.heuristics.fronts import detect_fronts
-from climjax.data.heuristics.tropical_cyclones import detect_tropical_cyclones
+from climjax.data.heuristics.tropical_cyclones import TC_CRITERIA, detect_tropical_cyclones
 
 LABEL_COLUMNS: tuple[str, ...] = (
     "time", "time_index", "class_id", "class_name", "lat", "lon", "y", "x", "ymin", "xmin",
     "ymax", "xmax", "lat_min", "lon_min", "lat_max", "lon_max", "track_id",
+    *criteria.CRITERIA_COLUMNS,
 )  # fmt: skip
+
+# What each class's label rests on (`criteria`): a TD is the TC detector's relaxed closed low
+# and vorticity below TC-strength wind; rivers and fronts need nothing beyond TMQ and T850 /
+# TREFHT (the front's land-sea contrast is skipped where no land fraction is known).
+CLASS_CRITERIA: dict[str, tuple[str, ...]] = {
+  "TC": TC_CRITERIA,
+  "TD": ("closed_low", "vorticity", "wind"),
+  "ETC": ETC_CRITERIA,
+  "AR": ("tmq_threshold", "length", "width", "landfall"),
+  "WF": ("thermal_front", "length"),
+}
 
 LABEL_CLASSES: tuple[str, ...] = variables.CLASS_NAMES_WITH_FRONTS  # TD, TC, ETC, AR, WF
 
@@ -67,7 +81,33 @@ def label_rows(df: pd.DataFrame, class_name: str, *, edges: str, track: bool) ->
       "lat_max": df["lat_max"].to_numpy(np.float64),
       "lon_max": df["lon_max"].to_numpy(np.float64),
       "track_id": df["track_id"].to_numpy(np.int64) if track else -1,
+      **_criteria_of(df, class_name),
   }, columns=list(LABEL_COLUMNS))  # fmt: skip
+
+
+def _criteria_of(df: pd.DataFrame, class_name: str) -> dict[str, np.ndarray]:
+  """The criteria columns of one class's rows, kept to the criteria that class's labels use.
+
+  A detector's table without them (rivers, fronts) rests on `CLASS_CRITERIA`
+  less what its `attrs["skipped_criteria"]` says it skipped.
+  """
+  wanted = CLASS_CRITERIA[class_name]
+  if not set(criteria.CRITERIA_COLUMNS) <= set(df.columns):
+    skipped = [
+      "land_sea_contrast" if s.startswith("land-sea") else s.split(" ")[0]
+      for s in df.attrs.get("skipped_criteria", [])
+    ]
+    return criteria.columns(len(df), wanted, skipped)
+
+  def kept(cells) -> list[str]:
+    return [criteria.joined(c for c in criteria.names_of(cell) if c in wanted) for cell in cells]
+
+  applied, lost = kept(df["criteria"]), kept(df["criteria_skipped"])
+  return {
+    "criteria": np.asarray(applied, dtype=object),
+    "criteria_skipped": np.asarray(lost, dtype=object),
+    "reduced": np.asarray([bool(k) for k in lost], dtype=bool),
+  }
 
 
 def _with_pixel_centre(df: pd.DataFrame, ds: xr.Dataset) -> pd.DataFrame:
@@ -84,6 +124,7 @@ def label_events(
   *,
   classes: tuple[str, ...] = LABEL_CLASSES,
   land_fraction: np.ndarray | xr.DataArray | None = None,
+  require_all_criteria: bool = False,
 ) -> pd.DataFrame:
   """The heuristic labels of `classes` at every time of `ds`, one row per event per time.
 
@@ -108,8 +149,16 @@ def label_events(
     pixel indices (`y`, `x`; for fronts a point on the front), the box in
     pixel edges (maxima exclusive, x continuing past the seam of a global
     grid, as the synthetic events' boxes) and in degrees (lon_max = lon_min +
-    width), and the track id (cyclones; -1 otherwise). Sorted by time and
-    class. `df.attrs["skipped_criteria"]` lists what the detectors skipped.
+    width), the track id (cyclones; -1 otherwise) and what the label rests on
+    (`criteria.CRITERIA_COLUMNS`, kept to the class's `CLASS_CRITERIA`: a TC
+    track is `reduced` where any of its points skipped a criterion). Sorted
+    by time and class. `df.attrs["skipped_criteria"]` lists what the
+    detectors skipped, `df.attrs["criteria"]` counts reduced labels per class
+    (`criteria.summary`).
+
+  With `require_all_criteria` a dataset lacking a criterion's variables is
+  refused (DataError, one line naming them) and labels that skipped a
+  criterion (a cyclone whose wind could not be measured) are left out.
   """
   unknown = set(classes) - set(LABEL_CLASSES)
   if unknown:
@@ -118,7 +167,10 @@ def label_events(
   tc = etc = pd.DataFrame(columns=["time_index", "lat", "lon"])
   if {"TD", "TC", "ETC"} & set(classes):
     candidates = detect_tropical_cyclones(
-      ds, vorticity_threshold=TD_VORTICITY, psl_rise_pa=TD_PSL_RISE_PA
+      ds,
+      vorticity_threshold=TD_VORTICITY,
+      psl_rise_pa=TD_PSL_RISE_PA,
+      require_all_criteria=require_all_criteria,
     )
     skipped += candidates.attrs["skipped_criteria"]
     vorticity = candidates["vorticity"].to_numpy(np.float64)
@@ -150,6 +202,8 @@ def label_events(
     parts.append(label_rows(_with_pixel_centre(rivers, ds), "AR", edges="inclusive", track=False))
   if "WF" in classes:
     fronts = detect_fronts(ds, land_fraction=land_fraction)
+    if require_all_criteria and fronts.attrs["skipped_criteria"]:
+      criteria.refuse(ds, "detect_fronts", {"land_sea_contrast": ("LANDFRAC",)})
     skipped += fronts.attrs["skipped_criteria"]
     parts.append(label_rows(fronts, "WF", edges="inclusive", track=False))
   parts = [p for p in parts if len(p)]
@@ -158,5 +212,8 @@ def label_events(
   else:
     labels = pd.DataFrame(columns=list(LABEL_COLUMNS))
   labels = labels.sort_values(["time_index", "class_id"], kind="stable").reset_index(drop=True)
+  if require_all_criteria:
+    labels = labels[~labels["reduced"].to_numpy(bool)].reset_index(drop=True)
   labels.attrs["skipped_criteria"] = list(dict.fromkeys(skipped))
+  labels.attrs["criteria"] = criteria.summary(labels)
   return labels

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from climjax.data import variables
 from climjax.data.tfds_builders.configs import (
+  ALL_CRITERIA_SUFFIX,
   DEFAULT_DATA_DIR,
   NONFINITE_SUFFIX,
   PATCH_SHAPES,
@@ -21,9 +22,15 @@ from climjax.data.tfds_builders.configs import (
   _file_fields,
   _log,
   _nonfinite,
+  _require_all_criteria,
   chunk_seed,
 )
-from climjax.data.tfds_builders.frames import _open_frames, _split_frames, masked_note
+from climjax.data.tfds_builders.frames import (
+  _open_frames,
+  _split_frames,
+  masked_note,
+  record_criteria,
+)
 from climjax.data.tfds_builders.patch_cutting import _file_patches
 
 _CHUNK = 1024  # examples generated per call of the synthetic generator
@@ -33,7 +40,8 @@ def patches_config(data_config, task: str) -> PatchesConfig:
   """The builder config for `config.data` of a classifier task.
 
   Reads `source`, `num_train`, `num_test`, `seed` and, where present, `input`,
-  `variables_map`, `box_order`, `test_fraction`, `nonfinite`. For file sources
+  `variables_map`, `box_order`, `test_fraction`, `nonfinite`,
+  `require_all_criteria`. For file sources
   the name carries a digest of the absolute input path and how it is read.
   """
   if task not in PATCH_SHAPES:
@@ -42,11 +50,13 @@ def patches_config(data_config, task: str) -> PatchesConfig:
   files = _file_fields(data_config, source)
   _check_sizes(data_config, source)
   nonfinite = _nonfinite(data_config, source)
+  all_criteria = _require_all_criteria(data_config, source)
   where = "" if source == "synthetic" else f"-{_digest(files)}"
   name = (
     f"{task}-{source}{where}-train{data_config.num_train}"
     f"-test{data_config.num_test}-seed{data_config.seed}"
   ) + (NONFINITE_SUFFIX if nonfinite == "mask" else "")
+  name += ALL_CRITERIA_SUFFIX if all_criteria else ""
   return PatchesConfig(
     name=name,
     version=ClimatePatches.VERSION,
@@ -56,6 +66,7 @@ def patches_config(data_config, task: str) -> PatchesConfig:
     num_test=int(data_config.num_test),
     seed=int(data_config.seed),
     nonfinite=nonfinite,
+    require_all_criteria=all_criteria,
     **files,
   )
 
@@ -94,6 +105,8 @@ class ClimatePatches(tfds.core.GeneratorBasedBuilder):
         }
       ),
       supervised_keys=("patch", "label"),
+      # File sources: what the heuristic labels rest on ("criteria", `frames.criteria`).
+      metadata=tfds.core.MetadataDict(),
     )
 
   def _split_generators(self, dl_manager):
@@ -113,6 +126,7 @@ class ClimatePatches(tfds.core.GeneratorBasedBuilder):
     )
     frames.require([c for c in variables.TASK_CHANNELS[cfg.task] if c != "LANDFRAC"], "patches")
     positives, avoid = frames.events(cfg.task)
+    record_criteria(self.info.metadata, frames, cfg.task)
     return {
       split: self._counted(
         frames, split, _file_patches(frames, positives, avoid, cfg.task, cfg, split, frame_range)

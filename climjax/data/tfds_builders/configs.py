@@ -135,6 +135,24 @@ def _nonfinite(data_config, source: str) -> str:
 
 
 NONFINITE_SUFFIX = "-nonfinite_masked"
+ALL_CRITERIA_SUFFIX = "-all_criteria"
+
+
+def _require_all_criteria(data_config, source: str) -> bool:
+  """`data.require_all_criteria` checked: heuristic labels (netcdf) on every criterion or none.
+
+  True refuses files that lack a criterion's variables and leaves out labels
+  that skipped one (`heuristics.criteria`); `ALL_CRITERIA_SUFFIX` then ends
+  the dataset's name. Other sources' labels are not heuristic.
+  """
+  value = data_config.get("require_all_criteria", False)
+  if not isinstance(value, bool):
+    raise ValueError(f"data.require_all_criteria must be True or False, got {value!r}")
+  if value and source != "netcdf":
+    raise ValueError(
+      f"data.require_all_criteria applies to netcdf input (heuristic labels), not {source!r}"
+    )
+  return value
 
 
 def _event_knobs(data_config, source: str) -> str:
@@ -186,6 +204,7 @@ class PatchesConfig(tfds.core.BuilderConfig):
   box_order: str = ""  # extremeweather: "yxyx" | "xxyy" | "" (read off the values)
   test_fraction: float = DEFAULT_TEST_FRACTION  # netcdf / extremeweather: last snapshots held out
   nonfinite: str = "refuse"  # file sources: "refuse" | "mask" a NaN or Inf (NONFINITE)
+  require_all_criteria: bool = False  # netcdf: heuristic labels on every criterion only
 
 
 @dataclasses.dataclass
@@ -202,4 +221,5 @@ class DetectionConfig(tfds.core.BuilderConfig):
   seed: int = 0
   max_boxes: int = DETECTION_MAX_BOXES
   nonfinite: str = "refuse"
+  require_all_criteria: bool = False
   event_knobs: str = ""  # synthetic: "tc_rate=2,ar_intensity=1.2" ("" = the default climate)

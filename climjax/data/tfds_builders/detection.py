@@ -15,6 +15,7 @@ from climjax.data import variables
 from climjax.data.errors import DataError
 from climjax.data.tfds_builders.configs import (
   _LOG_EVERY_S,
+  ALL_CRITERIA_SUFFIX,
   DEFAULT_DATA_DIR,
   DETECTION_MAX_BOXES,
   NONFINITE_SUFFIX,
@@ -25,6 +26,7 @@ from climjax.data.tfds_builders.configs import (
   _file_fields,
   _log,
   _nonfinite,
+  _require_all_criteria,
   parse_event_knobs,
 )
 from climjax.data.tfds_builders.frames import (
@@ -34,6 +36,7 @@ from climjax.data.tfds_builders.frames import (
   _open_frames,
   _split_frames,
   masked_note,
+  record_criteria,
 )
 
 DETECTION_KEYS: tuple[str, ...] = ("image", "boxes", "labels", "mask", "time")
@@ -50,13 +53,15 @@ def detection_config(data_config) -> DetectionConfig:
   sources the grid is read off the input (which must exist, else DataError).
   Synthetic data also read the event knobs (`synthetic.EVENT_KNOBS`: `tc_rate`,
   `ar_intensity`, ...); those other than 1.0 end the dataset's name. File
-  sources read `nonfinite` ("refuse", or "mask": `NONFINITE_SUFFIX` ends the name).
+  sources read `nonfinite` ("refuse", or "mask": `NONFINITE_SUFFIX` ends the name),
+  netcdf `require_all_criteria` (`ALL_CRITERIA_SUFFIX` ends the name).
   """
   source = data_config.source
   files = _file_fields(data_config, source)
   _check_sizes(data_config, source)
   knobs = _event_knobs(data_config, source)
   nonfinite = _nonfinite(data_config, source)
+  all_criteria = _require_all_criteria(data_config, source)
   if source == "synthetic":
     height, width = int(data_config.get("height", 768)), int(data_config.get("width", 1152))
     where = f"{height}x{width}"
@@ -71,6 +76,7 @@ def detection_config(data_config) -> DetectionConfig:
     f"-seed{data_config.seed}-boxes{max_boxes}"
   ) + "".join(f"-{knob.replace('=', '')}" for knob in knobs.split(",") if knob)
   name += NONFINITE_SUFFIX if nonfinite == "mask" else ""
+  name += ALL_CRITERIA_SUFFIX if all_criteria else ""
   return DetectionConfig(
     name=name,
     version=ExtremeWeather.VERSION,
@@ -82,6 +88,7 @@ def detection_config(data_config) -> DetectionConfig:
     seed=int(data_config.seed),
     max_boxes=max_boxes,
     nonfinite=nonfinite,
+    require_all_criteria=all_criteria,
     event_knobs=knobs,
     **files,
   )
@@ -182,6 +189,7 @@ class ExtremeWeather(tfds.core.GeneratorBasedBuilder):
     splits = _split_frames(len(frames), cfg.test_fraction, frames.description)
     _log(f"detection from {frames.description}: labelling {len(frames)} snapshots")
     events = frames.detection_events()
+    record_criteria(self.info.metadata, frames, "detection")
     self._set_grid(frames.grid.lat, frames.grid.lon, getattr(frames, "calendar", None))
     self.info.metadata["nonfinite"] = {"policy": cfg.nonfinite, "masked": {}}
     out = {}

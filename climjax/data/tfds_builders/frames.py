@@ -26,6 +26,7 @@ from climjax.data.errors import DataError
 from climjax.data.tfds_builders.configs import (
   PATCH_SPACING,
   TASK_CLASS_IDS,
+  _log,
   parse_variables_map,
 )
 
@@ -91,11 +92,20 @@ def _iso(t) -> str:
 class _NetcdfFrames:
   """The time steps of netCDF files, read one at a time through `netcdf.open_fields`."""
 
-  def __init__(self, pattern: str, variables_map: str, nonfinite: str = "refuse"):
+  def __init__(
+    self,
+    pattern: str,
+    variables_map: str,
+    nonfinite: str = "refuse",
+    require_all_criteria: bool = False,
+  ):
     from climjax.data import netcdf
 
     self.pattern = pattern
     self.nonfinite = nonfinite
+    self.require_all_criteria = require_all_criteria
+    # Per class: labels, those on reduced criteria, and why (`heuristics.criteria.summary`).
+    self.criteria: dict[str, dict] = {}
     self.masked: dict[str, int] = {}  # field -> values masked so far (nonfinite="mask")
     self.ds = netcdf.open_fields(
       pattern, None, name_map=parse_variables_map(variables_map), nonfinite=nonfinite
@@ -149,19 +159,34 @@ class _NetcdfFrames:
     if task == "wf":
       if "T850" not in self.ds:
         self.require(("TREFHT",), "the front heuristics (T850, else TREFHT)")
-      fronts = self._label_rows(
-        heuristics.label_events(self.ds, classes=("WF",), land_fraction=self._heuristics_land())
-      )
+      fronts = self._labels(("WF",))
       return fronts, fronts
     if task == "tc":
       self.require(("PSL",), "the TC heuristics")
-      candidates = heuristics.detect_tropical_cyclones(self.ds)
+      candidates = heuristics.detect_tropical_cyclones(
+        self.ds, require_all_criteria=self.require_all_criteria
+      )
       tracked = heuristics.track_cyclones(candidates) if len(candidates) else candidates
+      self.criteria = heuristics.criteria.summary(tracked.assign(class_name="TC"))
       return self._tc_rows(tracked), self._tc_rows(candidates)
     self.require(("TMQ",), "the AR heuristics")
     rivers = heuristics.detect_atmospheric_rivers(self.ds, land_fraction=self._heuristics_land())
+    self.criteria = {"AR": {"labels": len(rivers), "reduced": 0, "skipped": {}}}
     rows = self._ar_rows(rivers)
     return rows, rows
+
+  def _labels(self, classes: tuple[str, ...]) -> pd.DataFrame:
+    """`heuristics.label_events` of `classes` as event rows; `criteria` says what they rest on."""
+    from climjax.data import heuristics
+
+    labels = heuristics.label_events(
+      self.ds,
+      classes=classes,
+      land_fraction=self._heuristics_land(),
+      require_all_criteria=self.require_all_criteria,
+    )
+    self.criteria = labels.attrs["criteria"]
+    return self._label_rows(labels)
 
   def _tc_rows(self, df: pd.DataFrame) -> pd.DataFrame:
     # Heuristic boxes are fractional pixel *indices* of the storm's extent; +0.5 turns
@@ -205,12 +230,7 @@ class _NetcdfFrames:
 
   def detection_events(self) -> pd.DataFrame:
     """TD, TC, ETC and AR boxes of every snapshot (`heuristics.label_events`)."""
-    from climjax.data import heuristics
-
-    classes = tuple(variables.CLASS_NAMES)
-    return self._label_rows(
-      heuristics.label_events(self.ds, classes=classes, land_fraction=self._heuristics_land())
-    )
+    return self._labels(tuple(variables.CLASS_NAMES))
 
 
 class _ExtremeWeatherFrames:
@@ -305,9 +325,25 @@ class _ExtremeWeatherFrames:
 
 def _open_frames(source: str, cfg) -> _NetcdfFrames | _ExtremeWeatherFrames:
   if source == "netcdf":
-    return _NetcdfFrames(cfg.input, cfg.variables_map, cfg.nonfinite)
+    return _NetcdfFrames(cfg.input, cfg.variables_map, cfg.nonfinite, cfg.require_all_criteria)
   return _ExtremeWeatherFrames(cfg.input, cfg.box_order, cfg.nonfinite)
 
+
+def record_criteria(metadata, frames, what: str) -> None:
+  """Puts what the labels rest on into the dataset's metadata, and says so if any are reduced.
+
+  `metadata["criteria"]` is `frames.criteria` (per class: labels, reduced,
+  skipped criteria); ExtremeWeather's boxes are the files' own ({}).
+  """
+  from climjax.data.heuristics import criteria
+
+  counts = getattr(frames, "criteria", {})
+  metadata["criteria"] = counts
+  if any(c["reduced"] for c in counts.values()):
+    _log(
+      f"{what}: heuristic labels on reduced criteria (counted as met for want of variables): "
+      f"{criteria.describe(counts)}; data.require_all_criteria=True refuses such input"
+    )
 
 def masked_note(frames, before: dict[str, int]) -> str:
   """'12 values (TMQ 10, PSL 2)' masked since `before` (a copy of `frames.masked`); '' if none."""
