@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--nlat", type=int, default=demo.height)
   parser.add_argument("--nlon", type=int, default=demo.width)
   parser.add_argument("--run", default="", help="a launch/synthetic_run.py directory instead")
+  parser.add_argument(
+    "--ar_mode", default="auto", choices=("auto", "threshold", "anomaly"),
+    help="detect_atmospheric_rivers' mode (the moist-belt rule)",
+  )  # fmt: skip
   parser.add_argument("--csv", default="", help="also write the table here")
   return parser.parse_args(argv)
 
@@ -69,14 +73,14 @@ def fields_and_events(args: argparse.Namespace):
   return ds, events, f"synthetic seed {args.seed}, {args.nlat} x {args.nlon}"
 
 
-def score(ds, events):
+def score(ds, events, ar_mode: str = "auto"):
   """The table: one row per class, plus the TC detector's candidates before tracking."""
   import pandas as pd
 
   from climjax.data import heuristics
   from climjax.data.heuristics.labels import label_rows
 
-  labels = heuristics.label_events(ds)
+  labels = heuristics.label_events(ds, ar_mode=ar_mode)
   n = ds.sizes["time"]
   table = heuristics.score_labels(labels, events, n)
   strong = heuristics.score_labels(labels, events, n, min_intensity=STRONG)
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
   ds, events, where = fields_and_events(args)
   print(f"[climjax] {ds.sizes['time']} snapshots of {where} ({time.time() - t0:.0f} s)", flush=True)
   t0 = time.time()
-  table, _ = score(ds, events)
+  table, _ = score(ds, events, args.ar_mode)
   print(f"[climjax] labelled and scored ({time.time() - t0:.0f} s)")
   shown = table.rename(
     columns={

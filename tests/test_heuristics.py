@@ -260,6 +260,32 @@ def test_atmospheric_rivers_need_length_narrowness_and_land():
   assert len(heuristics.detect_atmospheric_rivers(with_land)) == 1
 
 
+def test_atmospheric_river_modes_on_a_moist_latitude_and_along_the_tropics():
+  # A plume of 23 kg/m2 at latitudes that hold 15 all round: only 8 above the zonal
+  # median, which the anomaly mode misses (as it missed real GFS rivers). A 25 kg/m2
+  # strip along the band's 20 deg edge most of the way round: the cut edge of a moist
+  # tropical belt, long and narrow but no river, which the plain threshold keeps. Auto
+  # finds the plume and drops the strip.
+  lat, lon = _grid(1.0, 1.0)
+  fields = _background(lat, lon, 1)
+  moist = (lat > 28) & (lat < 52)
+  fields["TMQ"][0, moist] = np.maximum(fields["TMQ"][0, moist], 15.0)
+  _plant_river(fields, 0, lat, lon, (30.0, 300.0), (48.0, 350.0), tmq=23.0)
+  strip = np.ix_((lat >= 18) & (lat <= 23), (lon >= 20) & (lon <= 270))
+  fields["TMQ"][0][strip] = 25.0
+  ds = _dataset(fields, lat, lon)
+
+  def found(mode):
+    rivers = heuristics.detect_atmospheric_rivers(ds, mode=mode, require_landfall=False)
+    return sorted(("plume" if r.lat > 28 else "strip") for r in rivers.itertuples())
+
+  assert found("threshold") == ["plume", "strip"]
+  assert found("anomaly") == []
+  assert found("auto") == ["plume"]
+  with pytest.raises(ValueError, match="mode must be auto, threshold or anomaly"):
+    heuristics.detect_atmospheric_rivers(ds, mode="ivt")
+
+
 def test_atmospheric_river_landfall_on_the_real_coast():
   # No mask given and no LANDFRAC: the land-sea module supplies the real coastline.
   # The synthetic generator's grid: the land fraction, slow to build, is cached per grid.

@@ -61,10 +61,13 @@ connected region of them at least 500 km long.
 Atmospheric rivers (older TECA, Prabhat et al. 2012): connected regions of
 TMQ >= 20 kg/m2 outside the deep tropics, at least 2,000 km long (the largest
 great-circle distance across the region), at most 1,250 km wide (area divided
-by length), reaching land. By default TMQ must also stand 10 kg/m2 above its
-zonal median, which keeps the moist subtropical belt from joining every river
-(`min_tmq_anomaly=None` restores the plain threshold). Components connect
-across the longitude seam of a global grid.
+by length), reaching land. The default mode ("auto") keeps the moist
+subtropical belt out without losing rivers on moist latitudes: a region that
+fails as too wide, or that runs along the band's 20 deg edge further than a
+river is wide, is cut down to where TMQ stands 10 kg/m2 above its zonal median
+and tested again; mode="threshold" is the plain threshold, mode="anomaly"
+applies the anomaly test everywhere. Components connect across the longitude
+seam of a global grid.
 
 Modules
 -------

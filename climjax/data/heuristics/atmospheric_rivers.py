@@ -147,7 +147,8 @@ def detect_atmospheric_rivers(
   land_fraction: np.ndarray | xr.DataArray | None = None,
   min_abs_lat: float = 20.0,
   max_abs_lat: float = 80.0,
-  min_tmq_anomaly: float | None = 10.0,
+  mode: str = "auto",
+  min_tmq_anomaly: float = 10.0,
   min_land_pixels: int = 1,
   landfall_km: float = 300.0,
 ) -> pd.DataFrame:
@@ -156,11 +157,21 @@ def detect_atmospheric_rivers(
   Regions of TMQ >= `tmq_threshold` (kg/m2) between `min_abs_lat` and
   `max_abs_lat` (the deep tropics are moist everywhere and would join every
   river into one belt) that are at least `min_length_km` long and at most
-  `max_width_km` wide (area / length). Where `min_tmq_anomaly` is set, TMQ must
-  also exceed its zonal (per latitude row) median by that much: the subtropics
-  often hold 20 kg/m2 all around a latitude circle, a belt that would join
-  every river and fail the width test; a river stands out from its latitude.
-  `min_tmq_anomaly=None` gives the plain TECA threshold. With
+  `max_width_km` wide (area / length). `mode` says how the moist belt is
+  kept out: the subtropics often hold 20 kg/m2 most of the way round a
+  latitude circle, a region that joins rivers and is no river itself.
+  "threshold" is the plain TECA threshold. "anomaly" also requires TMQ to
+  exceed its zonal (per latitude row) median by `min_tmq_anomaly` everywhere;
+  it misses rivers on moist latitudes (all three on a real GFS field, where
+  the threshold found exactly those). "auto" (the default) keeps the
+  threshold's regions and applies the anomaly test only inside a region that
+  fails as a river by being too wide or by running more than `max_width_km`
+  along the band's equatorward edge (a strip cut from the tropical belt; a
+  river crosses that edge across its width), then tests what that leaves
+  again. On the synthetic generator (20 days; seeds 0 and 1 at 192 x 288,
+  seed 2 at 96 x 144) auto recalls 0.74-0.85 of the planted rivers at
+  0.10-0.29 false alarms a snapshot, anomaly 0.72-0.82 at 0.09-0.21,
+  threshold 0.51-0.57 at 2.2-2.5 (its strips along 20 deg). With
   `require_landfall`, a river must reach land: at least `min_land_pixels` of
   its pixels lie within `landfall_km` of land (land fraction >= 0.5), since
   moisture rains out over land and a river's threshold region often ends
@@ -180,6 +191,10 @@ def detect_atmospheric_rivers(
   """
   if "TMQ" not in ds:
     raise DataError(_source(ds), "required by detect_atmospheric_rivers", "TMQ")
+  if mode not in ("auto", "threshold", "anomaly"):
+    raise ValueError(
+      f"detect_atmospheric_rivers: mode must be auto, threshold or anomaly, got {mode!r}"
+    )
   grid = _grid_of(ds)
   land = _land_mask(ds, grid, land_fraction, required=require_landfall)
   coast = _Coast(grid, land >= 0.5) if land is not None else None
@@ -193,23 +208,30 @@ def detect_atmospheric_rivers(
   lat_flat = np.repeat(grid.lat, width)
   lon_flat = np.tile(grid.lon, len(grid.lat))
   area_flat = np.ascontiguousarray(area).ravel()
+  # The band's equatorward edge rows, and the east-west km of a cell on each: a river
+  # crosses the edge across its width, a strip cut from the tropical belt runs along it.
+  # (The row nearest min_abs_lat in each hemisphere, where the grid reaches it.)
+  edge_row = band & (np.abs(grid.lat) < min_abs_lat + abs(grid.dlat))
+  dx_km = EARTH_RADIUS_KM * np.cos(np.deg2rad(grid.lat)) * np.deg2rad(grid.dlon)
+  along_edge_km = np.repeat(np.where(edge_row, dx_km, 0.0), width)
   times = ds["time"].values if "time" in ds.coords else np.arange(ds.sizes["time"])
 
-  rows = []
-  for t in range(ds.sizes["time"]):
-    tmq = _field(ds, "TMQ", t)
-    mask = (tmq >= tmq_threshold) & band[:, None]
-    if min_tmq_anomaly is not None:
-      mask &= tmq - np.nanmedian(tmq, axis=1, keepdims=True) >= min_tmq_anomaly
+  def regions(mask: np.ndarray, edge_test: bool):
+    """(pixels, verdict, length, width, area) per component long enough to be a river.
+
+    The verdict is "river" or "wide": too wide, or (with `edge_test`) running along the
+    band's equatorward edge further than `max_width_km`.
+    """
     labels, n = _label_wrapped(mask, wrap)
     if n == 0:
-      continue
+      return
     edge = mask & ~ndimage.binary_erosion(mask, structure=_EIGHT_NEIGHBOURS)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
     flat_labels = labels.ravel()
     pixels = np.flatnonzero(flat_labels)
-    order = np.argsort(flat_labels[pixels], kind="stable")
-    groups = np.split(pixels[order], np.cumsum(sizes[1:])[:-1])
+    groups = np.split(
+      pixels[np.argsort(flat_labels[pixels], kind="stable")],
+      np.cumsum(np.bincount(flat_labels, minlength=n + 1)[1:])[:-1],
+    )
     edge_pixels = np.flatnonzero(edge.ravel())
     edge_groups = np.split(
       edge_pixels[np.argsort(flat_labels[edge_pixels], kind="stable")],
@@ -223,11 +245,35 @@ def detect_atmospheric_rivers(
       length = _diameter_km(lat_flat[border], lon_flat[border])
       if length < min_length_km:
         continue
-      cell = area_flat[members]
-      region_area = float(cell.sum())
+      region_area = float(area_flat[members].sum())
       region_width = region_area / max(length, max_step_km)
-      if region_width > max_width_km:
-        continue
+      along = float(along_edge_km[members].sum()) if edge_test else 0.0
+      verdict = "wide" if max(region_width, along) > max_width_km else "river"
+      yield members, verdict, length, region_width, region_area
+
+  rows = []
+  for t in range(ds.sizes["time"]):
+    tmq = _field(ds, "TMQ", t)
+    mask = (tmq >= tmq_threshold) & band[:, None]
+    anomaly = None
+    if mode != "threshold":
+      anomaly = tmq - np.nanmedian(tmq, axis=1, keepdims=True) >= min_tmq_anomaly
+    found = []
+    wide = np.zeros(mask.size, bool)
+    for members, verdict, *shape in regions(
+      mask & anomaly if mode == "anomaly" else mask, edge_test=mode == "auto"
+    ):
+      if verdict == "river":
+        found.append((members, *shape))
+      else:
+        wide[members] = True
+    if mode == "auto" and wide.any():
+      # Too wide to be a river: a moist belt that rivers join. Within it only what
+      # stands out from its latitude circle counts; what that leaves is tested again.
+      refined = wide.reshape(mask.shape) & anomaly
+      found += [(m, *shape) for m, verdict, *shape in regions(refined, False) if verdict == "river"]
+    for members, length, region_width, region_area in found:
+      cell = area_flat[members]
       ys, xs = np.unravel_index(members, mask.shape)
       landfall = None  # unknown without a land mask
       if coast is not None:

@@ -125,6 +125,7 @@ def label_events(
   classes: tuple[str, ...] = LABEL_CLASSES,
   land_fraction: np.ndarray | xr.DataArray | None = None,
   require_all_criteria: bool = False,
+  ar_mode: str = "auto",
 ) -> pd.DataFrame:
   """The heuristic labels of `classes` at every time of `ds`, one row per event per time.
 
@@ -137,7 +138,7 @@ def label_events(
     `TD_VORTICITY` and `TD_PSL_RISE_PA`, within `TD_MAX_ABS_LAT` of the
     equator, with winds below `TD_MAX_WIND` (tropical-storm strength), and
     not within 6 deg of a TC or ETC label.
-  - AR: `detect_atmospheric_rivers`; WF: `detect_fronts` (both with the land
+  - AR: `detect_atmospheric_rivers` (its `mode` is `ar_mode`); WF: `detect_fronts` (both with the land
     fraction `land_fraction`, else the dataset's LANDFRAC, else `landsea`).
 
   The TC detector runs once, relaxed; the TC candidates are those of its rows
@@ -198,7 +199,7 @@ def label_events(
     near = pd.concat([tc[["time_index", "lat", "lon"]], etc[["time_index", "lat", "lon"]]])
     parts.append(label_rows(away_from(weak, near), "TD", edges="fractional", track=False))
   if "AR" in classes:
-    rivers = detect_atmospheric_rivers(ds, land_fraction=land_fraction)
+    rivers = detect_atmospheric_rivers(ds, mode=ar_mode, land_fraction=land_fraction)
     parts.append(label_rows(_with_pixel_centre(rivers, ds), "AR", edges="inclusive", track=False))
   if "WF" in classes:
     fronts = detect_fronts(ds, land_fraction=land_fraction)
