@@ -174,3 +174,50 @@ def test_synthetic_detection_with_an_event_climate(tmp_path):
   assert "note: the experiment config has no" not in built.stdout  # configs/semisup.py has them
   refused = _run("--task=detection", "--source=synthetic", "--tc_rate=-1", f"--data_dir={tmp_path}")
   assert "tc_rate must be in [0, 10]" in _one_error_line(refused)
+
+
+@pytest.fixture(scope="module")
+def refused_inputs(tmp_path_factory):
+  """Files that must be refused: a second grid, a truncated file, PSL in hPa with no units."""
+  import netCDF4
+
+  root = tmp_path_factory.mktemp("refused")
+  ds, _ = synthetic.generate_fields(2, seed=3, nlat=NLAT, nlon=NLON)
+  netcdf.write_cam5_netcdf(ds, root / "grid_a.nc")
+  coarse, _ = synthetic.generate_fields(4, seed=3, nlat=NLAT // 2, nlon=NLON // 2)
+  netcdf.write_cam5_netcdf(coarse.isel(time=slice(2, 4)), root / "grid_b.nc")  # the next times
+  with open(root / "grid_a.nc", "rb") as f:
+    whole = f.read()
+  with open(root / "truncated.nc", "wb") as f:
+    f.write(whole[: len(whole) // 2])  # a copy cut off halfway, as a failed transfer leaves it
+  netcdf.write_cam5_netcdf(ds, root / "hpa.nc")
+  with netCDF4.Dataset(root / "hpa.nc", "a") as f:
+    psl = f["PSL"]
+    psl[:] = psl[:] / 100.0
+    psl.delncattr("units")
+  return root
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+  "pattern, expected",
+  [
+    ("nothing_*.nc", ("nothing_*.nc", "no files match")),
+    ("grid_*.nc", ("grid_b.nc", "grid 48x72 differs from", "grid_a.nc")),
+    ("truncated.nc", ("truncated.nc", "cannot be read as netCDF")),
+    ("hpa.nc", ("hpa.nc", "variable PSL", "outside the plausible", "units attribute")),
+  ],
+  ids=["no-file", "grids-differ", "truncated", "psl-in-hpa"],
+)  # fmt: skip
+def test_broken_inputs_are_refused_in_one_line_and_leave_nothing(
+  tmp_path, refused_inputs, pattern, expected
+):
+  data_dir = tmp_path / "tfds"
+  result = _run(
+    "--task=detection", "--source=netcdf", f"--input={refused_inputs / pattern}",
+    f"--data_dir={data_dir}",
+  )  # fmt: skip
+  line = _one_error_line(result)
+  assert all(part in line for part in expected), line
+  assert "Traceback" not in result.stderr
+  assert not _files(data_dir) if data_dir.exists() else True  # no partial dataset
