@@ -168,10 +168,11 @@ def detect_atmospheric_rivers(
   fails as a river by being too wide or by running more than `max_width_km`
   along the band's equatorward edge (a strip cut from the tropical belt; a
   river crosses that edge across its width), then tests what that leaves
-  again. On the synthetic generator (20 days; seeds 0 and 1 at 192 x 288,
-  seed 2 at 96 x 144) auto recalls 0.74-0.85 of the planted rivers at
-  0.10-0.29 false alarms a snapshot, anomaly 0.72-0.82 at 0.09-0.21,
-  threshold 0.51-0.57 at 2.2-2.5 (its strips along 20 deg). With
+  again. On the synthetic generator (`launch/validate_heuristics.py
+  --days=60 --seed=0|1 --ar_mode=...`) auto recalls 0.70 / 0.68 of the
+  planted rivers at 0.24 / 0.23 false alarms a snapshot, anomaly 0.67 / 0.67
+  at 0.17 / 0.18, threshold 0.69 / 0.57 at 2.64 / 2.39 (its strips along
+  20 deg). With
   `require_landfall`, a river must reach land: at least `min_land_pixels` of
   its pixels lie within `landfall_km` of land (land fraction >= 0.5), since
   moisture rains out over land and a river's threshold region often ends

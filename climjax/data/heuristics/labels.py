@@ -138,8 +138,9 @@ def label_events(
     `TD_VORTICITY` and `TD_PSL_RISE_PA`, within `TD_MAX_ABS_LAT` of the
     equator, with winds below `TD_MAX_WIND` (tropical-storm strength), and
     not within 6 deg of a TC or ETC label.
-  - AR: `detect_atmospheric_rivers` (its `mode` is `ar_mode`); WF: `detect_fronts` (both with the land
-    fraction `land_fraction`, else the dataset's LANDFRAC, else `landsea`).
+  - AR: `detect_atmospheric_rivers` (its `mode` is `ar_mode`); WF:
+    `detect_fronts` (both with the land fraction `land_fraction`, else the
+    dataset's LANDFRAC, else `landsea`).
 
   The TC detector runs once, relaxed; the TC candidates are those of its rows
   that meet TECA's thresholds, exactly what a strict run finds.

@@ -84,7 +84,8 @@ def _synthetic_patches(task: str, num: int, seed: int) -> tuple[np.ndarray, np.n
 class ClimatePatches(tfds.core.GeneratorBasedBuilder):
   """Centred multi-variable patches with a binary label (event / no event)."""
 
-  VERSION = tfds.core.Version("1.1.0")  # 1.1: patches stored as raw bytes
+  # 1.1: patches stored as raw bytes; 1.2: AR patches from files centred on mode="auto" rivers
+  VERSION = tfds.core.Version("1.2.0")
   BUILDER_CONFIG_CLASS = PatchesConfig
 
   def _info(self) -> tfds.core.DatasetInfo:

@@ -131,7 +131,7 @@ def _pad_boxes(
 class ExtremeWeather(tfds.core.GeneratorBasedBuilder):
   """Global 16-channel snapshots with padded event boxes, for the detector."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")  # 1.1: heuristic AR boxes from mode="auto" (file sources)
   BUILDER_CONFIG_CLASS = DetectionConfig
 
   def _info(self) -> tfds.core.DatasetInfo:
